@@ -1,0 +1,76 @@
+"""Atomic outputs and safe checkpoints.
+
+Every output is written to a temporary file beside it and renamed into place only
+when all outputs of a step are complete, so a crash (or kill -9) never leaves a
+half-written file that looks like a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or not safe to load."""
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: Path) -> Iterator[tuple[Path, ...]]:
+    """Yield temporary paths; on success rename them onto `paths`, else delete them."""
+    paths = tuple(Path(p) for p in paths)
+    tmps = []
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
+        os.close(fd)
+        tmps.append(Path(tmp))
+    try:
+        yield tuple(tmps)
+        for tmp, p in zip(tmps, paths, strict=True):
+            os.replace(tmp, p)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_outputs(path) as (tmp,):
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, frame) -> None:
+    with atomic_outputs(path) as (tmp,):
+        frame.to_csv(tmp, index=False)
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save of plain tensors, numbers, strings, lists and dicts only."""
+    with atomic_outputs(path) as (tmp,):
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """torch.load with weights_only=True: a tampered pickle is refused, not run."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: corrupt or unsafe checkpoint ({first})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise CheckpointError(f"{path}: not an advland checkpoint (no state_dict)")
+    return payload

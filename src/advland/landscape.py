@@ -1,0 +1,257 @@
+"""Filter-normalized weight-loss landscapes (Li et al. 2018).
+
+A direction d has the shape of the weights; each filter d_f (a conv output channel
+or a row of a linear layer) is rescaled to the norm of that filter in the weights,
+||d_f|| = ||theta_f||. Biases and BN parameters get d = 0 unless included, then
+||d_p|| = ||theta_p||. For logistic regression this is ||d|| = ||w||.
+
+1D: L(theta + a d1) for a in [-alpha, alpha];  2D: L(theta + a d1 + b d2).
+At every point we record clean loss/accuracy and the training objective's
+(`obj_*`): adversarial loss with the attack re-run at that point (`rerun`, default)
+or with adversarial examples fixed at the centre (`fixed`); for random-noise runs,
+one fixed noise draw. Logistic regression evaluates many points in one batched
+computation (StackedLogisticRegression); other models go point by point.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from tqdm import tqdm
+
+from advland.io import atomic_outputs
+from advland.models import LogisticRegression, per_example_loss, predict
+
+log = logging.getLogger(__name__)
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def filter_normalized_direction(
+    model: nn.Module, generator: torch.Generator, include_bias: bool = False
+) -> torch.Tensor:
+    """A random direction as one flat vector, filter-normalized (see module doc)."""
+    parts = []
+    for p in model.parameters():
+        d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        if p.ndim <= 1:
+            d = d * (p.norm() / d.norm().clamp_min(1e-12)) if include_bias else torch.zeros_like(p)
+        else:
+            dims = tuple(range(1, p.ndim))
+            d = d * (
+                p.detach().norm(dim=dims, keepdim=True)
+                / d.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+            )
+        parts.append(d.flatten())
+    return torch.cat(parts).to(next(model.parameters()).device)
+
+
+class StackedLogisticRegression(nn.Module):
+    """P logistic regressions at once: rows are P blocks of the same n inputs."""
+
+    def __init__(self, thetas: torch.Tensor):
+        super().__init__()
+        self.w, self.b = thetas[:, :-1], thetas[:, -1]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        p = len(self.w)
+        xs = x.reshape(p, -1, self.w.shape[1])
+        return torch.baddbmm(self.b.view(p, 1, 1), xs, self.w.unsqueeze(2)).view(p, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._logits(x).flatten()
+
+    @torch.no_grad()
+    def loss_and_input_grad(self, x: torch.Tensor, y: torch.Tensor):
+        """As LogisticRegression.loss_and_input_grad, each block with its own w."""
+        p = len(self.w)
+        y_pm = (2 * y - 1).to(x.dtype).view(p, -1)
+        m = y_pm * self._logits(x)
+        grad = (-y_pm * torch.sigmoid(-m)).unsqueeze(2) * self.w.unsqueeze(1)
+        return nn.functional.softplus(-m).flatten(), grad.view_as(x)
+
+
+def _point_models(model: nn.Module, thetas: torch.Tensor, per_chunk: int):
+    """Yield (module, number of points) covering all thetas, in order."""
+    if isinstance(model, LogisticRegression):
+        for i in range(0, len(thetas), per_chunk):
+            yield (
+                StackedLogisticRegression(thetas[i : i + per_chunk]),
+                len(thetas[i : i + per_chunk]),
+            )
+    else:
+        for theta in thetas:
+            m = copy.deepcopy(model)
+            vector_to_parameters(theta, m.parameters())
+            yield m.eval(), 1
+
+
+@torch.no_grad()
+def _loss_acc(
+    model: nn.Module,
+    points: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    perturb: Perturb | None,
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy (%) of each of `points` stacked models on (x, y)."""
+    loss_sum, correct = torch.zeros(points), torch.zeros(points)
+    for i in range(0, len(x), batch):
+        xb, yb = x[i : i + batch], y[i : i + batch]
+        xr, yr = xb.repeat(points, *[1] * (x.ndim - 1)), yb.repeat(points)
+        if perturb is not None:
+            xr = perturb(model, xr, yr)
+        logits = model(xr)
+        loss_sum += per_example_loss(logits, yr).view(points, -1).sum(1).cpu()
+        correct += (predict(logits) == yr).float().view(points, -1).sum(1).cpu()
+    return loss_sum / len(x), correct / len(x) * 100
+
+
+def evaluate_points(
+    model: nn.Module,
+    thetas: torch.Tensor,
+    splits: dict,
+    perturb: Perturb | None,
+    fixed_inputs: dict | None,
+    rows: int = 16384,
+    attack_rows: int = 256,
+) -> pd.DataFrame:
+    """Clean and objective loss/accuracy at each weight vector in `thetas` (P, D).
+
+    splits: {"train": (x, y), "test": (x, y)}. The objective re-runs `perturb` at
+    each point, or uses `fixed_inputs` {split: x'} computed once at the centre.
+    Without an attack, up to `rows` (point, example) pairs go through one forward;
+    with one, `attack_rows` (small blocks stay in cache, which is what PGD needs).
+    """
+    cols: dict[str, torch.Tensor] = {}
+    for split, (x, y) in splits.items():
+        for kind in ("clean", "obj"):
+            xs = fixed_inputs[split] if (kind == "obj" and fixed_inputs) else x
+            pert = perturb if (kind == "obj" and not fixed_inputs) else None
+            block = attack_rows if pert is not None else rows
+            batch = min(len(x), block)
+            results = [
+                _loss_acc(m, p, xs, y, pert, batch)
+                for m, p in _point_models(model, thetas, max(1, block // batch))
+            ]
+            cols[f"{split}_{kind}_loss"] = torch.cat([r[0] for r in results])
+            cols[f"{split}_{kind}_acc"] = torch.cat([r[1] for r in results])
+    return pd.DataFrame({k: v.numpy() for k, v in cols.items()})
+
+
+def fixed_objective_inputs(model: nn.Module, splits: dict, perturb: Perturb) -> dict:
+    """x' at the centre, for the `fixed` mode (and for random noise, one draw)."""
+    return {split: perturb(model, x, y) for split, (x, y) in splits.items()}
+
+
+def curve_1d(
+    model: nn.Module,
+    direction: torch.Tensor,
+    alphas: torch.Tensor,
+    splits: dict,
+    perturb: Perturb | None,
+    fixed_inputs: dict | None,
+) -> pd.DataFrame:
+    theta = parameters_to_vector(model.parameters()).detach()
+    thetas = theta[None, :] + alphas[:, None] * direction[None, :]
+    frame = evaluate_points(model, thetas, splits, perturb, fixed_inputs)
+    frame.insert(0, "alpha", alphas.numpy().round(6))
+    return frame
+
+
+def surface_2d(
+    model: nn.Module,
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    alphas: torch.Tensor,
+    splits: dict,
+    perturb: Perturb | None,
+    fixed_inputs: dict | None,
+    partial: Path,
+    rows_per_chunk: int = 16,
+) -> pd.DataFrame:
+    """The 2D grid, saved chunk by chunk to `partial`: an interrupted run resumes there."""
+    grid = torch.cartesian_prod(alphas, alphas)
+    done = pd.read_csv(partial) if partial.is_file() else pd.DataFrame()
+    start = len(done)
+    if start:
+        log.info("resuming 2D grid at point %d of %d from %s", start, len(grid), partial)
+    theta = parameters_to_vector(model.parameters()).detach()
+    frames = [done] if start else []
+    for i in tqdm(range(start, len(grid), rows_per_chunk), desc="2D grid", leave=False):
+        ab = grid[i : i + rows_per_chunk]
+        thetas = theta[None, :] + ab[:, :1] * d1[None, :] + ab[:, 1:] * d2[None, :]
+        frame = evaluate_points(model, thetas, splits, perturb, fixed_inputs)
+        frame.insert(0, "beta", ab[:, 1].numpy().round(6))
+        frame.insert(0, "alpha", ab[:, 0].numpy().round(6))
+        frames.append(frame)
+        with atomic_outputs(partial) as (tmp,):
+            pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+    return pd.concat(frames, ignore_index=True)
+
+
+def partial_path(folder: Path, run_id: str, checkpoint_sha: str, settings: dict) -> Path:
+    """Where an unfinished 2D grid lives, keyed by the checkpoint and every setting."""
+    key = hashlib.sha256(
+        (checkpoint_sha + json.dumps(settings, sort_keys=True)).encode()
+    ).hexdigest()
+    return folder / f"{run_id}-{key[:16]}.csv"
+
+
+def landscape_run(
+    model: nn.Module,
+    splits: dict,
+    perturb: Perturb,
+    rerun: bool,
+    cfg,
+    out_1d: Path,
+    out_2d: Path,
+    partial: Path,
+) -> dict[str, float]:
+    """1D curve and 2D surface of one model, written as CSV (atomically); returns
+    the 1D curve's curvature at the centre and its rise at the ends (curve_summary).
+
+    `perturb` is the run's objective perturbation; with rerun=False (or random
+    noise, which does not depend on the weights) it is applied once at the centre.
+    """
+    gen = torch.Generator().manual_seed(cfg.direction_seed)
+    d1 = filter_normalized_direction(model, gen, cfg.include_bias)
+    d2 = filter_normalized_direction(model, gen, cfg.include_bias)
+    fixed = None if rerun else fixed_objective_inputs(model, splits, perturb)
+    log.info("1D curve: %d points", cfg.points_1d)
+    alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.points_1d)
+    curve = curve_1d(model, d1, alphas, splits, perturb, fixed)
+    log.info("2D surface: %d x %d points", cfg.points_2d, cfg.points_2d)
+    alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.points_2d)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    surface = surface_2d(model, d1, d2, alphas, splits, perturb, fixed, partial)
+    with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
+        curve.to_csv(tmp1, index=False)
+        surface.to_csv(tmp2, index=False)
+    partial.unlink(missing_ok=True)
+    return curve_summary(curve)
+
+
+def curve_summary(curve: pd.DataFrame, column: str = "train_obj_loss") -> dict[str, float]:
+    """curvature = (L(h) - 2 L(0) + L(-h)) / h^2 at alpha = 0 (alpha in units of ||d|| = ||w||
+    for LR), and rise = mean(L(-alpha), L(alpha)) - L(0)."""
+    loss = curve.set_index("alpha")[column]
+    alphas = loss.index.to_numpy()
+    i = int(abs(alphas).argmin())
+    if not 0 < i < len(alphas) - 1 or alphas[i] != 0:
+        raise ValueError("the 1D grid needs an odd number of points so that alpha = 0 is on it")
+    h = alphas[i + 1] - alphas[i]
+    return {
+        "curvature_1d": float((loss.iloc[i + 1] - 2 * loss.iloc[i] + loss.iloc[i - 1]) / h**2),
+        "rise_1d": float((loss.iloc[0] + loss.iloc[-1]) / 2 - loss.iloc[i]),
+        "centre_loss": float(loss.iloc[i]),
+    }

@@ -1,0 +1,34 @@
+"""train: one model of the grid, named by its run id (e.g. mnist2-lr-l2-adv-0.2)."""
+
+import sys
+from pathlib import Path
+from time import perf_counter
+
+from common import load_params, run_stage
+
+from advland.data import load_prepared
+from advland.io import write_json
+from advland.train import train_run
+
+
+def main() -> None:
+    params = load_params()
+    spec = params.run(sys.argv[1])
+    start = perf_counter()
+    summary = train_run(
+        spec,
+        load_prepared(Path(f"data/prepared/{spec.dataset}.npz")),
+        params.train[spec.model],
+        params.attack[spec.dataset][spec.norm].train,
+        params.noise,
+        params.seed,
+        checkpoint=Path(f"models/{spec.run_id}.pt"),
+        log_csv=Path(f"logs/train/{spec.run_id}.csv"),
+    )
+    write_json(
+        Path(f"metrics/train/{spec.run_id}.json"), summary | {"seconds": perf_counter() - start}
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
