@@ -1,7 +1,7 @@
 """Attacks in [0,1] pixel space: PGD (L2, Linf), FGSM, and the closed-form optimum of linear models.
 
-PGD step: Linf x += a sign(g); L2 x += a g / ||g||. Then delta is projected onto
-the eps-ball and x + delta clamped to the box [0,1]. The random start is uniform
+PGD step: Linf x += a sign(g); L2 x += a g / ||g|| (0 where g = 0). Then delta is
+projected onto the eps-ball and x + delta clamped to the box [0,1]. The random start is uniform
 in the ball (noise.sample_ball).
 
 Closed form for f(x) = w.x + b and labels y_pm in {-1,+1}:
@@ -32,18 +32,11 @@ def loss_and_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return loss.detach(), grad
 
 
-def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Euclidean projection onto the eps-ball of the norm, per example."""
+def project_(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Euclidean projection onto the eps-ball of the norm, per example, in place."""
     if norm == "linf":
-        return delta.clamp(-eps, eps)
-    return delta * (eps / flat_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
-
-
-def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """Steepest ascent direction of unit norm: sign(g) for Linf, g/||g|| for L2 (0 at g=0)."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / flat_norm(grad).clamp_min(1e-12)
+        return delta.clamp_(-eps, eps)
+    return delta.mul_((eps / flat_norm(delta).clamp_min(1e-12)).clamp_(max=1.0))
 
 
 def clamp_box(x: torch.Tensor, box: Box) -> torch.Tensor:
@@ -88,10 +81,11 @@ def pgd(
         x_adv = clamp_box(x + delta, box)
         for _ in range(steps):
             _, grad = loss_and_input_grad(model, x_adv, y)
-            delta = project(
-                x_adv.add_(ascent_direction(grad, norm), alpha=step_size).sub_(x), norm, eps
-            )
-            x_adv = clamp_box(delta.add_(x), box)
+            # x += a g / ||g||, then delta = P(x - x0) and x = clamp(x0 + delta), all in place
+            x_adv.addcmul_(grad, step_size / flat_norm(grad).clamp_min(1e-12))
+            x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
+            if box is not None:
+                x_adv.clamp_(*box)
     model.train(was_training)
     return x_adv.detach()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
@@ -45,10 +46,10 @@ def filter_normalized_direction(
         if p.ndim <= 1:
             d = d * (p.norm() / d.norm().clamp_min(1e-12)) if include_bias else torch.zeros_like(p)
         else:
-            dims = tuple(range(1, p.ndim))
+            dims = tuple(range(1, p.ndim))  # one filter = one output channel / row
             d = d * (
-                p.detach().norm(dim=dims, keepdim=True)
-                / d.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+                vector_norm(p.detach(), dim=dims, keepdim=True)
+                / vector_norm(d, dim=dims, keepdim=True).clamp_min(1e-12)
             )
         parts.append(d.flatten())
     return torch.cat(parts).to(next(model.parameters()).device)
@@ -145,7 +146,7 @@ def evaluate_points(
             ]
             cols[f"{split}_{kind}_loss"] = torch.cat([r[0] for r in results])
             cols[f"{split}_{kind}_acc"] = torch.cat([r[1] for r in results])
-    return pd.DataFrame({k: v.numpy() for k, v in cols.items()})
+    return pd.DataFrame({k: v.double().numpy() for k, v in cols.items()})
 
 
 def fixed_objective_inputs(model: nn.Module, splits: dict, perturb: Perturb) -> dict:
@@ -164,7 +165,7 @@ def curve_1d(
     theta = parameters_to_vector(model.parameters()).detach()
     thetas = theta[None, :] + alphas[:, None] * direction[None, :]
     frame = evaluate_points(model, thetas, splits, perturb, fixed_inputs)
-    frame.insert(0, "alpha", alphas.numpy().round(6))
+    frame.insert(0, "alpha", alphas.double().numpy().round(6))
     return frame
 
 
@@ -191,8 +192,8 @@ def surface_2d(
         ab = grid[i : i + rows_per_chunk]
         thetas = theta[None, :] + ab[:, :1] * d1[None, :] + ab[:, 1:] * d2[None, :]
         frame = evaluate_points(model, thetas, splits, perturb, fixed_inputs)
-        frame.insert(0, "beta", ab[:, 1].numpy().round(6))
-        frame.insert(0, "alpha", ab[:, 0].numpy().round(6))
+        frame.insert(0, "beta", ab[:, 1].double().numpy().round(6))
+        frame.insert(0, "alpha", ab[:, 0].double().numpy().round(6))
         frames.append(frame)
         with atomic_outputs(partial) as (tmp,):
             pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)

@@ -173,19 +173,17 @@ def claim3(runs: pd.DataFrame) -> list[Verdict]:
 
 
 def paper_table(runs: pd.DataFrame, family: str, paper: dict) -> pd.DataFrame:
-    """Our robust (PGD) accuracies beside the paper's; random noise adds noise accuracy."""
+    """Our robust (PGD) accuracies beside the paper's, for every eps either one has;
+    random-noise families add accuracy under their own noise."""
     ours = runs[runs.family == family].set_index("eps")
     norm = family.split("-")[2]
+    refs = {round(r["eps"] / paper.get("eps_unit", 1), 9): r for r in paper["rows"]}
     rows = []
-    for ref in paper["rows"]:
-        eps = ref["eps"] / paper.get("eps_unit", 1)
+    for eps in sorted(set(refs) | {round(e, 9) for e in ours.index}):
+        row = {"eps": eps_label(eps, norm)}
+        if eps in refs:
+            row |= {f"paper {k}": refs[eps][k] for k in ("train", "test", "gap")}
         match = [e for e in ours.index if abs(e - eps) < 1e-9]
-        row = {
-            "eps": eps_label(eps, norm),
-            "paper train": ref["train"],
-            "paper test": ref["test"],
-            "paper gap": ref["gap"],
-        }
         if match:
             r = ours.loc[match[0]]
             row |= {
@@ -315,7 +313,10 @@ class Document:
             elif kind == "p":
                 parts.append(value)
             elif kind == "table":
-                parts.append(value.to_markdown(index=False, floatfmt="g"))
+                escaped = value.apply(
+                    lambda c: c.str.replace("|", "\\|") if c.dtype == object else c
+                )
+                parts.append(escaped.to_markdown(index=False, floatfmt="g"))
             else:
                 path, caption = value
                 parts.append(f"![{caption}]({path.relative_to(relative_to)})\n\n*{caption}*")
@@ -399,6 +400,7 @@ def build_report(
         "comes from the runs listed in params.yaml. Paper values are in reports/paper_values.yaml."
     )
 
+    _setup_blocks(doc, params, data_info)
     verdicts = {
         "1": claim1(runs),
         "1 (||w||²-scaled)": claim1(runs, "scaled_lambda1"),
@@ -495,6 +497,9 @@ def build_report(
         md.write_text(doc.markdown(out_dir))
         page.write_text(doc.html())
     return {
-        c: [{"subject": v.subject, "reproduced": v.reproduced, "evidence": v.evidence} for v in vs]
+        c: [
+            {"subject": v.subject, "reproduced": bool(v.reproduced), "evidence": v.evidence}
+            for v in vs
+        ]
         for c, vs in verdicts.items()
     }

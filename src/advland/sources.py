@@ -118,12 +118,18 @@ def _torchvision_md5(cls) -> dict[str, tuple[str, str]]:
     return {name: (md5, "md5") for name, md5 in cls.resources}
 
 
+def _cifar_files(tv) -> list[tuple[str, str]]:
+    """(name, md5) of every pickle torchvision's CIFAR10 opens, batches.meta included."""
+    meta = tv.CIFAR10.meta
+    return [tuple(x) for x in tv.CIFAR10.train_list + tv.CIFAR10.test_list] + [
+        (meta["filename"], meta["md5"])
+    ]
+
+
 def _read_cifar10(root: Path, source: str) -> RawSplits:
     tv = _tv()
     folder = root / tv.CIFAR10.base_folder
-    files = {
-        n: verify(folder / n, md5, "md5") for n, md5 in tv.CIFAR10.train_list + tv.CIFAR10.test_list
-    }
+    files = {n: verify(folder / n, md5, "md5") for n, md5 in _cifar_files(tv)}
     train, test = tv.CIFAR10(str(root), train=True), tv.CIFAR10(str(root), train=False)
     return RawSplits(
         _nchw(train.data),
@@ -177,10 +183,7 @@ def expected_raw_paths(dataset: str, root: Path) -> list[Path]:
         cls = tv.MNIST if family == "mnist" else tv.FashionMNIST
         return [root / cls.__name__ / "raw" / n for n, _ in cls.resources]
     if family == "cifar10":
-        return [
-            root / tv.CIFAR10.base_folder / n
-            for n, _ in tv.CIFAR10.train_list + tv.CIFAR10.test_list
-        ]
+        return [root / tv.CIFAR10.base_folder / n for n, _ in _cifar_files(tv)]
     return [root / "svhn" / tv.SVHN.split_list[s][1] for s in ("train", "test")]
 
 

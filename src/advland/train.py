@@ -163,7 +163,7 @@ def train_run(
     perturb = make_perturb(spec, attack, noise.distribution, noise_gen)
     log.info("%s: training on %d examples for %d epochs", spec.run_id, len(x), cfg.epochs)
     history = fit(model, x, y, cfg, perturb, data_gen, spec.run_id)
-    final_loss = objective_value(model, x, y, perturb)
+    final_loss = objective_value(model, x, y, perturb, cfg.batch_size)
     summary = {
         "final_train_loss": final_loss,
         "weight_norm": weight_norm(model),

