@@ -63,7 +63,7 @@ def time_grid(params, data) -> dict:
         for spec in params.specs():
             attack = params.attack[spec.dataset][spec.norm]
             t0 = time.perf_counter()
-            train_run(spec, data, params.train[spec.model], attack.train, params.noise, params.seed,
+            train_run(spec, data, params.train[spec.model], attack, params.noise, params.seed,
                       Path(tmp) / "m.pt", Path(tmp) / "log.csv")  # fmt: skip
             t1 = time.perf_counter()
             from advland.train import load_trained
@@ -103,7 +103,7 @@ def time_training(params, data, run_id: str, epochs: int, naive: bool, repeats: 
             perturb = make_perturb(spec, attack, params.noise.distribution, gen)
         model = train_mod.build_model(spec.model, tuple(data.x_train.shape[1:]), 2)
         t0 = time.perf_counter()
-        fit(model, data.x_train, data.y_train, cfg, perturb, torch.Generator().manual_seed(0))
+        fit(model, data.x_train, data.y_train, cfg, perturb, (torch.Generator().manual_seed(0),))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -18,7 +18,7 @@ def main() -> None:
     spec = params.run(sys.argv[1])
     data = load_prepared(Path(f"data/prepared/{spec.dataset}.npz"))
     data = data.subset(params.evaluate.n_train, params.evaluate.n_test)
-    model, _ = load_trained(Path(f"models/{spec.run_id}.pt"), data)
+    model, _ = load_trained(Path(f"models/{spec.run_id}.pt"), data, params.train_for(spec).device)
     metrics = evaluate_run(
         model,
         spec,

@@ -18,7 +18,9 @@ def main() -> None:
     params = load_params()
     spec = params.run(sys.argv[1])
     data = load_prepared(Path(f"data/prepared/{spec.dataset}.npz"))
-    model, ckpt = load_trained(Path(f"models/{spec.run_id}.pt"), data)
+    model, ckpt = load_trained(
+        Path(f"models/{spec.run_id}.pt"), data, params.train_for(spec).device
+    )
     n = params.hessian.n_samples
     gen = torch.Generator().manual_seed(params.seed + 3)
     perturb = make_perturb(

@@ -21,12 +21,16 @@ def main() -> None:
     spec = params.run(sys.argv[1])
     data = load_prepared(Path(f"data/prepared/{spec.dataset}.npz")).subset(cfg.n_train, cfg.n_test)
     checkpoint = Path(f"models/{spec.run_id}.pt")
-    model, _ = load_trained(checkpoint, data)
+    model, _ = load_trained(checkpoint, data, params.train_for(spec).device)
+    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(params.seed + 4)
     perturb = make_perturb(spec, cfg.pgd, params.noise.distribution, gen)
     summary = landscape_run(
         model,
-        {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)},
+        {
+            "train": (data.x_train.to(device), data.y_train.to(device)),
+            "test": (data.x_test.to(device), data.y_test.to(device)),
+        },
         perturb,
         rerun=cfg.attack == "rerun" and spec.noise == "adv",
         cfg=cfg,

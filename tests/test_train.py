@@ -7,7 +7,7 @@ import torch
 import torchvision.datasets as tv
 from conftest import make_idx_dataset
 
-from advland.config import NoiseConfig, PGDConfig, RunSpec, TrainConfig
+from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
 from advland.data import load_prepared, prepare
 from advland.evaluate import evaluate_run
 from advland.io import CheckpointError, load_checkpoint
@@ -15,6 +15,7 @@ from advland.train import fit, learning_rate, load_trained, make_perturb, train_
 
 CFG = TrainConfig(epochs=3, batch_size=16, lr=0.1, momentum=0.9, schedule="cosine")
 ATTACK = PGDConfig(steps=10, rel_step_size=2.5)
+NORM_ATTACK = NormAttack(train=ATTACK, eval=PGDConfig(steps=20, rel_step_size=2.5))
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def run(tmp_path, data, run_id, cfg=CFG, seed=0):
         spec,
         data,
         cfg,
-        ATTACK,
+        NORM_ATTACK,
         NoiseConfig(),
         seed,
         tmp_path / f"{run_id}.pt",
@@ -99,7 +100,7 @@ def test_non_finite_loss_stops_with_run_and_epoch(mnist2):
         RunSpec.parse("mnist2-lr-l2-rand-0"), ATTACK, "uniform", torch.Generator()
     )
     with pytest.raises(FloatingPointError, match=r"my-run: training loss is (nan|inf) at epoch 1"):
-        fit(Flat(), x, mnist2.y_train, huge, perturb, torch.Generator(), "my-run")
+        fit(Flat(), x, mnist2.y_train, huge, perturb, (torch.Generator(),), "my-run")
 
 
 def test_learning_rate_schedules():

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -59,6 +60,9 @@ class RunSpec:
     def family(self) -> str:
         """The curve this run belongs to in the figures: dataset-model-norm-noise."""
         return f"{self.dataset}-{self.model}-{self.norm}-{self.noise}"
+
+    def with_noise(self, noise: str) -> RunSpec:
+        return RunSpec(self.dataset, self.model, self.norm, noise, self.eps)
 
     @classmethod
     def parse(cls, run_id: str) -> RunSpec:
@@ -147,8 +151,16 @@ class TrainConfig(Strict):
     schedule: Literal["constant", "cosine", "piecewise"] = "constant"
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
     width: PositiveInt = 64  # ResNet stem width; unused by lr
-    augment: bool = False
+    augment: bool = False  # random crop 4 + horizontal flip
     n_train: PositiveInt | None = None  # train on the first n examples (smoke runs)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the forward
+    select_best: bool = False  # keep the epoch with the best PGD test accuracy
+    select_n: PositiveInt = 1000  # on the first n test images
+    select_every: PositiveInt = 1
+    checkpoint_every: NonNegativeInt = 0  # resume checkpoints every n epochs (0: none)
 
 
 class NoiseConfig(Strict):
@@ -163,7 +175,7 @@ class EvaluateConfig(Strict):
 
 class HessianConfig(Strict):
     top_k: PositiveInt = 3
-    backend: Literal["exact", "lanczos"] = "exact"
+    backend: Literal["auto", "exact", "lanczos"] = "auto"  # auto: exact up to 5000 parameters
     lanczos_iters: PositiveInt = 40
     pyhessian: bool = False
     n_samples: PositiveInt | None = None
@@ -193,12 +205,16 @@ class Params(Strict):
     seed: int
     prepare: PrepareConfig
     runs: list[str] = Field(min_length=1)
-    train: dict[ModelName, TrainConfig]
+    train: dict[str, TrainConfig]  # per model, optionally per model@dataset
     attack: dict[Dataset, dict[Norm, NormAttack]]
     noise: NoiseConfig
     evaluate: EvaluateConfig
     hessian: HessianConfig
     landscape: LandscapeConfig
+
+    def train_for(self, spec: RunSpec) -> TrainConfig:
+        """train.<model>@<dataset> if given, else train.<model>."""
+        return self.train.get(f"{spec.model}@{spec.dataset}") or self.train[spec.model]
 
     def run(self, run_id: str) -> RunSpec:
         """The RunSpec of a run id listed in `runs`."""
@@ -214,6 +230,14 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _got(error: dict) -> str:
+    """' (got <value>)' for a short offending value; nothing for a missing key."""
+    if error["type"] == "missing":
+        return ""
+    text = repr(error.get("input"))
+    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params dict; every error names the key, the value and what is allowed."""
     if not isinstance(raw, dict):
@@ -221,14 +245,21 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
-        lines = [
-            f"  {_loc(e['loc']) or '(top level)'}: {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        ]
+        lines = [f"  {_loc(e['loc']) or '(top level)'}: {e['msg']}{_got(e)}" for e in err.errors()]
         raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
-    specs = [RunSpec.parse(r) for r in params.runs]
+    for key in params.train:
+        model, _, dataset = key.partition("@")
+        if model not in MODELS or (dataset and dataset not in DATASETS):
+            raise ParamsError(
+                f"{source}: train.{key}: expected a model ({', '.join(MODELS)}), "
+                f"optionally @dataset ({', '.join(DATASETS)})"
+            )
+    try:
+        specs = [RunSpec.parse(r) for r in params.runs]
+    except ParamsError as err:
+        raise ParamsError(f"{source}: {err}") from None
     for spec in specs:
-        if spec.model not in params.train:
+        if spec.model not in params.train and f"{spec.model}@{spec.dataset}" not in params.train:
             raise ParamsError(f"{source}: runs: {spec.run_id!r} needs train.{spec.model}")
         if spec.norm not in params.attack.get(spec.dataset, {}):
             raise ParamsError(

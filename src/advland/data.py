@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def load_prepared(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a valid prepared dataset ({err})") from None
     if any(arrays[k].dtype != np.uint8 for k in ("x_train", "x_test")):
         raise ValueError(f"{path}: images must be uint8")

@@ -52,9 +52,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def mean_over_ranks(value: float) -> float:
+def sum_over_ranks(value: float) -> float:
     if world_size() == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
-    return t.item() / world_size()
+    return t.item()

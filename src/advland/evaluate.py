@@ -34,9 +34,10 @@ def accuracy(
 ) -> float:
     """Accuracy in % on (perturbed) inputs, in batches."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for i in tqdm(range(0, len(x), batch_size), desc=desc, leave=False, disable=not desc):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         if perturb is not None:
             xb = perturb(model, xb, yb)
         correct += (predict(model(xb)) == yb).sum().item()

@@ -24,6 +24,7 @@ from advland.models import per_example_loss
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
+EXACT_MAX_PARAMS = 5000  # a dense float64 Hessian of this size is 200 MB
 
 
 def flat_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -174,13 +175,18 @@ def sharpness_run(
     from advland import theory
     from advland.attacks import optimal_linear
 
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     x_fixed = torch.cat(
         [perturb(model, x[i : i + 1024], y[i : i + 1024]) for i in range(0, len(x), 1024)]
     )
     model64 = model.double()
     loss, theta = flat_objective(model64, x_fixed.double(), y)
     out: dict[str, float] = {"weight_norm": weight_norm, "objective": loss(theta).item()}
-    if cfg.backend == "exact":
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "exact" if theta.numel() <= EXACT_MAX_PARAMS else "lanczos"
+    if backend == "exact":
         spec_ = exact_spectrum(loss, theta, cfg.top_k)
     else:
         spec_ = lanczos_spectrum(loss, theta, cfg.top_k, cfg.lanczos_iters, cfg.trace_samples)

