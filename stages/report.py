@@ -25,7 +25,7 @@ def main() -> None:
         paper,
         Path("reports"),
     )
-    write_json(Path("metrics/verdicts.json"), verdicts)
+    write_json(Path("metrics/summary.json"), verdicts)
 
 
 if __name__ == "__main__":

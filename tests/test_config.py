@@ -59,6 +59,10 @@ def test_repo_params_are_valid(raw):
         ),
         (lambda p: p["landscape"].__setitem__("points_1d", 40), r"landscape\.points_1d.*odd"),
         (lambda p: p.pop("seed"), r"seed: Field required"),
+        (
+            lambda p: p["runs"].append("mnist-lr-l2-adv-0.2"),
+            r"model 'lr' is binary; use it with mnist2 or cifar2",
+        ),
     ],
 )
 def test_bad_params_name_the_key(raw, edit, expected):

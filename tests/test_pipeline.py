@@ -99,8 +99,8 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path):
     report = (repo / "reports" / "report.md").read_text()
     assert "Table 1: MNIST2" in report and "12665" in report and "Verdicts" in report
     assert (repo / "reports" / "report.html").read_text().count("data:image/png;base64,") == 3
-    verdicts = json.loads((repo / "metrics" / "verdicts.json").read_text())
-    assert [v["subject"] for v in verdicts["1"]] == ["mnist2-lr-l2-adv"]
+    verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert list(verdicts["claim1"]) == ["mnist2-lr-l2-adv"]
     shown = dvc(repo, "metrics", "show", "--json").stdout
     assert "robust_test_acc" in shown and "lambda1" in shown
     again = dvc(repo, "repro")
@@ -120,8 +120,8 @@ def test_dvc_repro_smoke_profile_resnet18(tmp_path):
     assert len(tidy) == 3 and (tidy.model == "resnet18").all()
     assert tidy.lambda1.notna().all() and tidy.lanczos_hvps.notna().all()
     assert tidy.robust_test_acc.between(0, 100).all() and tidy.clean_test_acc.between(0, 100).all()
-    verdicts = json.loads((repo / "metrics" / "verdicts.json").read_text())
-    assert [v["subject"] for v in verdicts["3"]] == ["mnist-resnet18-linf"]
+    verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert list(verdicts["claim3"]) == ["mnist-resnet18-linf"]
     report = (repo / "reports" / "report.md").read_text()
     assert "Fig. 4 analogue" in report and "mnist-resnet18-linf-adv (no paper values)" in report
     ckpt = torch.load(repo / "models" / "mnist-resnet18-linf-adv-25.5_255.pt", weights_only=True)

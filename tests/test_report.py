@@ -144,7 +144,11 @@ def test_report_from_fixture_metrics(tmp_path):
     verdicts = build_report(
         runs, tmp_path / "metrics", tmp_path / "curves", params, data_info, paper, tmp_path / "out"
     )
-    assert verdicts["1"][0]["reproduced"] and verdicts["2"][0]["reproduced"]
+    assert (
+        verdicts["claim1"]["mnist2-lr-l2-adv"]["reproduced"]
+        and verdicts["claim1"]["mnist2-lr-l2-adv"]["rho"] == 1
+    )
+    assert verdicts["claim2"]["mnist2-lr-l2"] == {"reproduced": True, "top": pytest.approx(5.0)}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Table 1: MNIST2" in md and "99.49" in md and "| reproduced" in md
     assert "12665" in md and "offline:test" in md

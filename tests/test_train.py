@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.datasets as tv
@@ -134,3 +136,40 @@ def test_truncated_checkpoint_gives_clear_error(mnist2, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=str(path)):
         load_trained(path, mnist2)
+
+
+def test_resnet_with_bf16_autocast_and_channels_last_trains_on_cpu(tmp_path):
+    """The GPU options run on the CPU too: bf16 autocast, channels_last, best checkpoint."""
+    from advland.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(
+        torch.rand(64, 3, 16, 16, generator=g),
+        torch.randint(0, 10, (64,), generator=g),
+        torch.rand(32, 3, 16, 16, generator=g),
+        torch.randint(0, 10, (32,), generator=g),
+        10,
+    )
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        width=4,
+        augment=True,
+        device="cpu",
+        amp=True,
+        channels_last=True,
+        select_best=True,
+        select_n=16,
+    )
+    attack = NormAttack(
+        train=PGDConfig(steps=2, step_size=2 / 255), eval=PGDConfig(steps=2, step_size=2 / 255)
+    )
+    spec = RunSpec.parse("cifar10-resnet18-linf-adv-8_255")
+    summary = train_run(
+        spec, data, cfg, attack, NoiseConfig(), 0, tmp_path / "r.pt", tmp_path / "r.csv"
+    )
+    assert math.isfinite(summary["final_train_loss"]) and summary["best_epoch"] in (1, 2)
+    model, ckpt = load_trained(tmp_path / "r.pt", data)
+    assert set(ckpt["last_state_dict"]) == set(ckpt["state_dict"])
+    assert model(data.x_test[:4]).shape == (4, 10)

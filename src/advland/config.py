@@ -33,6 +33,7 @@ Norm = Literal["l2", "linf"]
 NoiseKind = Literal["adv", "rand"]
 
 DATASETS: tuple[str, ...] = get_args(Dataset)
+BINARY_DATASETS = ("mnist2", "cifar2")
 MODELS: tuple[str, ...] = get_args(ModelName)
 NORMS: tuple[str, ...] = get_args(Norm)
 NOISES: tuple[str, ...] = get_args(NoiseKind)
@@ -259,6 +260,11 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
     for spec in specs:
+        if spec.model == "lr" and spec.dataset not in BINARY_DATASETS:
+            raise ParamsError(
+                f"{source}: runs: {spec.run_id!r}: model 'lr' is binary; use it with "
+                f"{' or '.join(BINARY_DATASETS)}, or use resnet18"
+            )
         if spec.model not in params.train and f"{spec.model}@{spec.dataset}" not in params.train:
             raise ParamsError(f"{source}: runs: {spec.run_id!r} needs train.{spec.model}")
         if spec.norm not in params.attack.get(spec.dataset, {}):

@@ -510,10 +510,24 @@ def build_report(
     with atomic_outputs(out_dir / "report.md", out_dir / "report.html") as (md, page):
         md.write_text(doc.markdown(out_dir))
         page.write_text(doc.html())
-    return {
-        c: [
-            {"subject": v.subject, "reproduced": bool(v.reproduced), "evidence": v.evidence}
-            for v in vs
-        ]
-        for c, vs in verdicts.items()
+    return summary(verdicts)
+
+
+def summary(verdicts: dict[str, list[Verdict]]) -> dict:
+    """Numbers per claim and subject, for `dvc metrics show/diff` and `dvc exp show`."""
+    keys = {
+        "1": "claim1",
+        "1 (||w||²-scaled)": "claim1_scaled",
+        "1 (closed-form objective)": "claim1_closed_form",
+        "2": "claim2",
+        "3": "claim3",
     }
+    out: dict = {}
+    for claim, vs in verdicts.items():
+        for v in vs:
+            numbers = {k: float(x) for k, x in v.numbers.items() if not isinstance(x, dict)}
+            out.setdefault(keys[claim], {})[v.subject] = {
+                "reproduced": bool(v.reproduced),
+                **numbers,
+            }
+    return out
