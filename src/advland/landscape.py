@@ -70,6 +70,10 @@ class StackedLogisticRegression(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._logits(x).flatten()
 
+    def shared_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every model on the same inputs, (P, n) = W X^T + b: one GEMM, no copies."""
+        return torch.addmm(self.b[:, None], self.w, x.flatten(1).T)
+
     @torch.no_grad()
     def loss_and_input_grad(self, x: torch.Tensor, y: torch.Tensor):
         """As LogisticRegression.loss_and_input_grad, each block with its own w."""
@@ -108,10 +112,12 @@ def _loss_acc(
     loss_sum, correct = torch.zeros(points), torch.zeros(points)
     for i in range(0, len(x), batch):
         xb, yb = x[i : i + batch], y[i : i + batch]
-        xr, yr = xb.repeat(points, *[1] * (x.ndim - 1)), yb.repeat(points)
-        if perturb is not None:
-            xr = perturb(model, xr, yr)
-        logits = model(xr)
+        yr = yb.repeat(points)
+        if perturb is None and isinstance(model, StackedLogisticRegression):
+            logits = model.shared_logits(xb).flatten()
+        else:
+            xr = xb.repeat(points, *[1] * (x.ndim - 1))
+            logits = model(perturb(model, xr, yr) if perturb is not None else xr)
         loss_sum += per_example_loss(logits, yr).view(points, -1).sum(1).cpu()
         correct += (predict(logits) == yr).float().view(points, -1).sum(1).cpu()
     return loss_sum / len(x), correct / len(x) * 100
