@@ -7,11 +7,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter
 
 import yaml
 
 from advland.config import Params, ParamsError, parse_params
-from advland.io import CheckpointError
+from advland.io import CheckpointError, write_json
 from advland.sources import DataSourceError
 
 
@@ -24,6 +25,11 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def write_metrics(path: str | Path, metrics: dict, started: float) -> None:
+    """The stage's metrics JSON, with its wall time since `started` (perf_counter)."""
+    write_json(Path(path), metrics | {"seconds": perf_counter() - started})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -4,11 +4,10 @@ import sys
 from pathlib import Path
 from time import perf_counter
 
-from common import load_params, run_stage
+from common import load_params, run_stage, write_metrics
 
 from advland.data import load_prepared
 from advland.evaluate import evaluate_run
-from advland.io import write_json
 from advland.train import load_trained
 
 
@@ -28,9 +27,7 @@ def main() -> None:
         params.seed,
         params.evaluate.batch_size,
     )
-    write_json(
-        Path(f"metrics/evaluate/{spec.run_id}.json"), metrics | {"seconds": perf_counter() - start}
-    )
+    write_metrics(f"metrics/evaluate/{spec.run_id}.json", metrics, start)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
-from common import load_params, run_stage
+from common import load_params, run_stage, write_metrics
 
 from advland.data import load_prepared
 from advland.hessian import sharpness_run
-from advland.io import write_json
 from advland.train import load_trained, make_perturb
 
 
@@ -35,9 +34,7 @@ def main() -> None:
         params.hessian,
         ckpt["weight_norm"],
     )
-    write_json(
-        Path(f"metrics/hessian/{spec.run_id}.json"), result | {"seconds": perf_counter() - start}
-    )
+    write_metrics(f"metrics/hessian/{spec.run_id}.json", result, start)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
-from common import load_params, run_stage
+from common import load_params, run_stage, write_metrics
 
 from advland.data import load_prepared
-from advland.io import write_json
 from advland.landscape import landscape_run, partial_path
 from advland.sources import file_digest
 from advland.train import load_trained, make_perturb
@@ -40,9 +39,7 @@ def main() -> None:
             Path("landscapes/.partial"), spec.run_id, file_digest(checkpoint), cfg.model_dump()
         ),
     )
-    write_json(
-        Path(f"metrics/landscape/{spec.run_id}.json"), summary | {"seconds": perf_counter() - start}
-    )
+    write_metrics(f"metrics/landscape/{spec.run_id}.json", summary, start)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 from time import perf_counter
 
-from common import load_params, run_stage
+from common import load_params, run_stage, write_metrics
 
 from advland import distributed
 from advland.data import load_prepared
-from advland.io import write_json
 from advland.train import train_run
 
 
@@ -32,8 +31,7 @@ def main() -> None:
         resume_dir=Path("models/.resume"),
     )
     if distributed.is_main():
-        seconds = perf_counter() - start
-        write_json(Path(f"metrics/train/{spec.run_id}.json"), summary | {"seconds": seconds})
+        write_metrics(f"metrics/train/{spec.run_id}.json", summary, start)
 
 
 if __name__ == "__main__":

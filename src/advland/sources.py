@@ -61,22 +61,30 @@ class RawSplits:
     files: dict[str, str] = field(default_factory=dict)  # file -> sha256
 
 
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
+def file_digests(path: Path, *algos: str) -> dict[str, str]:
+    """Hex digests of a file in one read, e.g. file_digests(p, "md5", "sha256")."""
+    hashes = {a: hashlib.new(a) for a in algos}
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    return file_digests(path, algo)[algo]
 
 
 def verify(path: Path, expected: str, algo: str) -> str:
     """Check a file's digest; return its sha256 for the provenance record."""
     if not path.is_file():
         raise DataSourceError(f"missing file {path}")
-    got = file_digest(path, algo)
-    if got != expected:
-        raise DataSourceError(f"checksum mismatch for {path}: {algo} {got}, expected {expected}")
-    return got if algo == "sha256" else file_digest(path)
+    digests = file_digests(path, *dict.fromkeys((algo, "sha256")))
+    if digests[algo] != expected:
+        raise DataSourceError(
+            f"checksum mismatch for {path}: {algo} {digests[algo]}, expected {expected}"
+        )
+    return digests["sha256"]
 
 
 # ---- torchvision-readable families ------------------------------------------------
@@ -250,8 +258,9 @@ def read_mnist_pickle(path: Path) -> RawSplits:
         (xa, ya), (xb, yb), (xt, yt) = pickle.load(f, encoding="latin1")
 
     def to_uint8(x: np.ndarray) -> np.ndarray:
-        v = np.rint(np.asarray(x, np.float64) * 256)
-        if v.min() < 0 or v.max() > 255 or not np.allclose(v, np.asarray(x, np.float64) * 256):
+        scaled = np.asarray(x, np.float32) * 256  # exact: 256 is a power of two
+        v = np.rint(scaled)
+        if v.min() < 0 or v.max() > 255 or not np.allclose(v, scaled):
             raise DataSourceError(f"{path}: pixels are not uint8/256")
         return v.astype(np.uint8).reshape(-1, 1, 28, 28)
 

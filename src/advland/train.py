@@ -26,7 +26,7 @@ from advland.attacks import pgd
 from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
-from advland.io import atomic_outputs, load_checkpoint, save_checkpoint
+from advland.io import CheckpointError, atomic_outputs, load_checkpoint, save_checkpoint
 from advland.models import build_model, per_example_loss, predict
 from advland.noise import random_noise
 
@@ -235,9 +235,7 @@ def train_run(
     x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
     if device.type == "cuda":  # the whole training set stays on the GPU
         x, y = x.to(device), y.to(device)
-    mean, std = CHANNEL_STATS[x.shape[1]]
-    model = build_model(spec.model, tuple(x.shape[1:]), data.n_classes, cfg.width, mean, std)
-    model.to(device)
+    model = model_for(spec.model, data, cfg.width).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -315,22 +313,18 @@ def objective_value(
     return total / len(x)
 
 
+def model_for(name: str, data: Dataset, width: int) -> nn.Module:
+    """A fresh model for this data: input shape, classes and channel statistics."""
+    mean, std = CHANNEL_STATS[data.x_train.shape[1]]
+    return build_model(name, tuple(data.x_train.shape[1:]), data.n_classes, width, mean, std)
+
+
 def load_trained(checkpoint: Path, data: Dataset, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its checkpoint (loaded with weights_only=True)."""
-    from advland.io import CheckpointError, load_checkpoint
-
     payload = load_checkpoint(checkpoint)
     try:
         run, train_cfg = payload["config"]["run"], payload["config"]["train"]
-        mean, std = CHANNEL_STATS[data.x_train.shape[1]]
-        model = build_model(
-            run["model"],
-            tuple(data.x_train.shape[1:]),
-            data.n_classes,
-            train_cfg["width"],
-            mean,
-            std,
-        )
+        model = model_for(run["model"], data, train_cfg["width"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint}: does not fit this model and data ({err})") from None
