@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from advland.attacks import fgsm, loss_and_input_grad, optimal_linear, pgd, project_
+from advland.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd, project_
 from advland.models import LogisticRegression, ResNet18, per_example_loss
 from advland.noise import flat_norm, random_noise, sample_ball
 
@@ -39,12 +39,42 @@ def finite_difference_grad(model, x, y, h=1e-6):
     return grad
 
 
-def test_analytic_input_gradient_matches_finite_differences():
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_linear_ascent_direction_matches_finite_differences(norm):
     model, x, y = trained_linear()
     model.double()
-    _, analytic = model.loss_and_input_grad(x.double(), y)
     fd = finite_difference_grad(model, x[:10], y[:10])
-    torch.testing.assert_close(analytic[:10], fd, rtol=1e-6, atol=1e-9)
+    expected = fd.sign() if norm == "linf" else fd / fd.norm(dim=1, keepdim=True)
+    closed_form = model.ascent_direction(y[:10], norm)
+    torch.testing.assert_close(closed_form, expected, rtol=1e-6, atol=1e-9)
+
+
+class AutogradOnly(torch.nn.Module):
+    """The same model without its closed-form direction: PGD's generic autograd path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@pytest.mark.parametrize(
+    "norm,eps,steps,step_size", [("linf", 0.3, 12, 0.02), ("l2", 1.0, 12, 0.1)]
+)
+def test_linear_fast_pgd_equals_the_autograd_loop(norm, eps, steps, step_size):
+    """Few steps, so many pixels stop short of their bound: the collapsed Linf step and
+    the fixed L2 direction must still give the iterates of the step-by-step loop."""
+    model, x, y = trained_linear()
+    runs = [
+        pgd(m, x, y, norm, eps, steps, step_size, generator=torch.Generator().manual_seed(3))
+        for m in (model, AutogradOnly(model))
+    ]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-6)
+    moved = (runs[1] - x).abs()
+    assert ((moved > 1e-3) & (moved < eps - 1e-3)).any()  # not all at the bound: a real test
+    assert ascent_direction(model, x, y, norm).shape == x.shape
 
 
 def test_autograd_input_gradient_matches_finite_differences():
@@ -53,7 +83,7 @@ def test_autograd_input_gradient_matches_finite_differences():
         torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
     ).double()
     x, y = torch.rand(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
-    _, grad = loss_and_input_grad(net, x, y)
+    grad = input_grad(net, x, y)
     torch.testing.assert_close(grad, finite_difference_grad(net, x, y), rtol=1e-6, atol=1e-9)
 
 

@@ -1,8 +1,12 @@
 """Attacks in [0,1] pixel space: PGD (L2, Linf), FGSM, and the closed-form optimum of linear models.
 
-PGD step: Linf x += a sign(g); L2 x += a g / ||g|| (0 where g = 0). Then delta is
-projected onto the eps-ball and x + delta clamped to the box [0,1]. The random start is uniform
-in the ball (noise.sample_ball).
+PGD step: x += a d with the ascent direction d = sign(g) (Linf) or g / ||g|| (L2, 0 where
+g = 0), g = d loss / d x. Then delta is projected onto the eps-ball and x + delta clamped to
+the box [0,1]. The random start is uniform in the ball (noise.sample_ball).
+
+A linear model's d does not depend on x (models.LogisticRegression.ascent_direction), so PGD
+needs no forward pass, and in Linf, where each pixel then moves one way until it stops at
+its bound, k steps of size a are one step of size k a.
 
 Closed form for f(x) = w.x + b and labels y_pm in {-1,+1}:
 - L2, no box:     delta* = -eps y_pm w / ||w||       (margin drops by eps ||w||_2)
@@ -15,21 +19,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advland.models import per_example_loss
+from advland.models import per_example_loss, unit_direction
 from advland.noise import flat_norm, sample_ball
 
 Box = tuple[float, float] | None
 
 
-def loss_and_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """Per-example loss and d loss / d x; analytic when the model provides it."""
-    if hasattr(model, "loss_and_input_grad"):
-        return model.loss_and_input_grad(x, y)
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d loss_i / d x_i for every example, by autograd."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = per_example_loss(model(x), y)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad
+        (grad,) = torch.autograd.grad(per_example_loss(model(x), y).sum(), x)
+    return grad
+
+
+def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str):
+    """sign(g) for Linf, g / ||g|| for L2 (0 where g = 0); closed form for a linear model."""
+    if hasattr(model, "ascent_direction"):
+        return model.ascent_direction(y, norm).view_as(x)
+    grad = input_grad(model, x, y)
+    return grad.sign_() if norm == "linf" else grad.div_(flat_norm(grad).clamp_min(1e-12))
 
 
 def project_(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
@@ -59,7 +68,8 @@ def pgd(
 
     Every step works in place on one buffer in the usual order (step, project
     x_adv - x onto the ball, clamp x + delta to the box), so Linf results equal
-    torchattacks' bit for bit from the same start.
+    torchattacks' bit for bit from the same start. For a linear model the direction
+    is computed once, and Linf takes the one equivalent step (see the module doc).
     """
     if eps == 0:
         return x
@@ -69,12 +79,12 @@ def pgd(
         sample_ball(x, norm, eps, generator).to(x.device) if random_start else torch.zeros_like(x)
     )
     x_adv = clamp_box(x + delta, box)
+    fixed = ascent_direction(model, x_adv, y, norm) if hasattr(model, "ascent_direction") else None
+    if fixed is not None and norm == "linf":
+        steps, step_size = min(steps, 1), steps * step_size
     for _ in range(steps):
-        _, grad = loss_and_input_grad(model, x_adv, y)
-        if norm == "linf":
-            x_adv.add_(grad.sign_(), alpha=step_size)
-        else:
-            x_adv.addcmul_(grad, step_size / flat_norm(grad).clamp_min(1e-12))
+        direction = fixed if fixed is not None else ascent_direction(model, x_adv, y, norm)
+        x_adv.add_(direction, alpha=step_size)
         # delta = P(x_adv - x); x_adv = clamp(x + delta): in place, in the usual order
         x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
         if box is not None:
@@ -95,8 +105,4 @@ def optimal_linear(
 ) -> torch.Tensor:
     """The exact worst case for a linear binary model (see module doc); y in {0,1}."""
     y_pm = (2 * y - 1).to(x.dtype).view(-1, *[1] * (x.ndim - 1))
-    if norm == "linf":
-        delta = -eps * y_pm * w.sign().view_as(x[0])
-    else:
-        delta = -eps * y_pm * (w / w.norm().clamp_min(1e-12)).view_as(x[0])
-    return clamp_box(x + delta, box)
+    return clamp_box(x - eps * y_pm * unit_direction(w[None], norm).view_as(x[0]), box)

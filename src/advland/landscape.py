@@ -30,7 +30,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
 from advland.io import atomic_outputs
-from advland.models import LogisticRegression, per_example_loss, predict
+from advland.models import LogisticRegression, per_example_loss, predict, unit_direction
 
 log = logging.getLogger(__name__)
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,13 +75,11 @@ class StackedLogisticRegression(nn.Module):
         return torch.addmm(self.b[:, None], self.w, x.flatten(1).T)
 
     @torch.no_grad()
-    def loss_and_input_grad(self, x: torch.Tensor, y: torch.Tensor):
-        """As LogisticRegression.loss_and_input_grad, each block with its own w."""
+    def ascent_direction(self, y: torch.Tensor, norm: str) -> torch.Tensor:
+        """As LogisticRegression.ascent_direction, each block with its own w."""
         p = len(self.w)
-        y_pm = (2 * y - 1).to(x.dtype).view(p, -1)
-        m = y_pm * self._logits(x)
-        grad = (-y_pm * torch.sigmoid(-m)).unsqueeze(2) * self.w.unsqueeze(1)
-        return nn.functional.softplus(-m).flatten(), grad.view_as(x)
+        y_pm = (2 * y - 1).to(self.w.dtype).view(p, -1, 1)
+        return (-y_pm * unit_direction(self.w, norm)[:, None, :]).view(len(y), -1)
 
 
 def _point_models(model: nn.Module, thetas: torch.Tensor, per_chunk: int):

@@ -22,6 +22,13 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
 
 
+def unit_direction(w: torch.Tensor, norm: str) -> torch.Tensor:
+    """Rows of w mapped to sign(w) (Linf) or w / ||w||_2 (L2, 0 at w = 0)."""
+    if norm == "linf":
+        return w.sign()
+    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 class LogisticRegression(nn.Module):
     """f(x) = w.x + b on flattened pixels. Starts at w = 0, b = 0."""
 
@@ -43,12 +50,11 @@ class LogisticRegression(nn.Module):
         return self.linear(x.flatten(1))[:, 0]
 
     @torch.no_grad()
-    def loss_and_input_grad(self, x: torch.Tensor, y: torch.Tensor):
-        """Analytic: l = softplus(-m), m = y_pm f(x); dl/dx = -y_pm sigmoid(-m) w."""
-        y_pm = (2 * y - 1).to(x.dtype)
-        m = y_pm * (x.flatten(1) @ self.w + self.b)
-        grad = (-y_pm * torch.sigmoid(-m))[:, None] * self.w[None, :]
-        return F.softplus(-m), grad.view_as(x)
+    def ascent_direction(self, y: torch.Tensor, norm: str) -> torch.Tensor:
+        """PGD's direction, the same at every x: with l = softplus(-y_pm f(x)),
+        dl/dx = -y_pm sigmoid(-y_pm f(x)) w and sigmoid > 0, so sign(dl/dx) = -y_pm sign(w)
+        and dl/dx / ||dl/dx|| = -y_pm w / ||w||. Shape (N, d); 0 at w = 0."""
+        return -(2 * y - 1).to(self.w.dtype)[:, None] * unit_direction(self.w[None], norm)
 
 
 class BasicBlock(nn.Module):
