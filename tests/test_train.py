@@ -138,18 +138,28 @@ def test_truncated_checkpoint_gives_clear_error(mnist2, tmp_path):
         load_trained(path, mnist2)
 
 
-def test_resnet_with_bf16_autocast_and_channels_last_trains_on_cpu(tmp_path):
-    """The GPU options run on the CPU too: bf16 autocast, channels_last, best checkpoint."""
+def tiny_cifar():
     from advland.data import Dataset
 
     g = torch.Generator().manual_seed(0)
-    data = Dataset(
+    return Dataset(
         torch.rand(64, 3, 16, 16, generator=g),
         torch.randint(0, 10, (64,), generator=g),
         torch.rand(32, 3, 16, 16, generator=g),
         torch.randint(0, 10, (32,), generator=g),
         10,
     )
+
+
+NET_ATTACK = NormAttack(
+    train=PGDConfig(steps=2, step_size=2 / 255), eval=PGDConfig(steps=2, step_size=2 / 255)
+)
+NET_SPEC = RunSpec.parse("cifar10-resnet18-linf-adv-8_255")
+
+
+def test_resnet_with_bf16_autocast_and_channels_last_trains_on_cpu(tmp_path):
+    """The GPU options run on the CPU too: bf16 autocast, channels_last, best checkpoint."""
+    data = tiny_cifar()
     cfg = TrainConfig(
         epochs=2,
         batch_size=16,
@@ -162,14 +172,28 @@ def test_resnet_with_bf16_autocast_and_channels_last_trains_on_cpu(tmp_path):
         select_best=True,
         select_n=16,
     )
-    attack = NormAttack(
-        train=PGDConfig(steps=2, step_size=2 / 255), eval=PGDConfig(steps=2, step_size=2 / 255)
-    )
-    spec = RunSpec.parse("cifar10-resnet18-linf-adv-8_255")
     summary = train_run(
-        spec, data, cfg, attack, NoiseConfig(), 0, tmp_path / "r.pt", tmp_path / "r.csv"
+        NET_SPEC, data, cfg, NET_ATTACK, NoiseConfig(), 0, tmp_path / "r.pt", tmp_path / "r.csv"
     )
     assert math.isfinite(summary["final_train_loss"]) and summary["best_epoch"] in (1, 2)
     model, ckpt = load_trained(tmp_path / "r.pt", data)
     assert set(ckpt["last_state_dict"]) == set(ckpt["state_dict"])
     assert model(data.x_test[:4]).shape == (4, 10)
+
+
+@pytest.mark.slow
+def test_compiled_forward_trains_like_eager(tmp_path):
+    """cfg.compile (torch.compile; inductor generates C++ on the CPU) reaches eager's
+    weights, to float tolerance, through PGD steps and SGD steps."""
+    data = tiny_cifar()
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, width=2, device="cpu")
+    states = []
+    for compiled in (False, True):
+        path = tmp_path / f"compiled-{compiled}.pt"
+        train_run(NET_SPEC, data, cfg.model_copy(update={"compile": compiled}), NET_ATTACK,
+                  NoiseConfig(), 0, path, tmp_path / f"compiled-{compiled}.csv")  # fmt: skip
+        states.append(load_checkpoint(path)["state_dict"])
+    eager, compiled = states
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
+    for name, value in eager.items():
+        torch.testing.assert_close(compiled[name], value, rtol=1e-4, atol=1e-5)
