@@ -2,7 +2,8 @@
 #
 # Dependencies live in a venv shared by every clone on the machine, keyed by a
 # hash of requirements.lock, so a second set-up takes seconds. Each clone gets a
-# light .venv that points at it and holds this checkout's package (editable).
+# light .venv that points at it and holds this checkout's package (editable);
+# its dvc and pytest run with that .venv's python.
 SHELL := /bin/bash
 PYTHON ?= python3
 ADVLAND_CACHE ?= $(HOME)/.cache/advland
@@ -36,7 +37,10 @@ setup:
 	  deps=$$("$(DEPS)/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	  echo "import site; site.addsitedir('$$deps')" > "$$site/advland-deps.pth" && \
 	  $(PY) -m pip install -q --no-deps --no-build-isolation -e . && \
-	  for tool in dvc pytest ruff; do ln -sf "$(DEPS)/bin/$$tool" .venv/bin/$$tool; done && \
+	  for tool in dvc pytest; do \
+	    printf '#!/bin/sh\nexec "%s" -m %s "$$@"\n' "$(CURDIR)/$(PY)" $$tool > .venv/bin/$$tool && \
+	    chmod +x .venv/bin/$$tool; done && \
+	  ln -sf "$(DEPS)/bin/ruff" .venv/bin/ruff && \
 	  echo "$(DEPS)" > .venv/.deps || exit 1; \
 	fi
 
