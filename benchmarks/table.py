@@ -65,7 +65,7 @@ def main() -> None:
             rows.append(
                 (
                     f"LR landscape {r['grid']}, {r['mode']}: batched vs per-point loop",
-                    f"{r['batched_s']:.2f} s vs {r['loop_s']:.2f} s (max diff {r['max_abs_diff']:.1e})",
+                    f"{r['batched_s']:.3f} s vs {r['loop_s']:.3f} s (max diff {r['max_abs_diff']:.1e})",
                     f"**{r['ratio']:.1f}×**",
                 )
             )
