@@ -34,9 +34,7 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str):
-    """sign(g) for Linf, g / ||g|| for L2 (0 where g = 0); closed form for a linear model."""
-    if hasattr(model, "ascent_direction"):
-        return model.ascent_direction(y, norm).view_as(x)
+    """sign(g) for Linf, g / ||g|| for L2 (0 where g = 0), g by autograd."""
     grad = input_grad(model, x, y)
     return grad.sign_() if norm == "linf" else grad.div_(flat_norm(grad).clamp_min(1e-12))
 
@@ -79,11 +77,12 @@ def pgd(
         sample_ball(x, norm, eps, generator).to(x.device) if random_start else torch.zeros_like(x)
     )
     x_adv = clamp_box(x + delta, box)
-    fixed = ascent_direction(model, x_adv, y, norm) if hasattr(model, "ascent_direction") else None
-    if fixed is not None and norm == "linf":
+    linear = hasattr(model, "ascent_direction")  # its direction is the same at every x
+    fixed = model.ascent_direction(y, norm).view_as(x) if linear else None
+    if linear and norm == "linf":
         steps, step_size = min(steps, 1), steps * step_size
     for _ in range(steps):
-        direction = fixed if fixed is not None else ascent_direction(model, x_adv, y, norm)
+        direction = fixed if linear else ascent_direction(model, x_adv, y, norm)
         x_adv.add_(direction, alpha=step_size)
         # delta = P(x_adv - x); x_adv = clamp(x + delta): in place, in the usual order
         x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
