@@ -36,7 +36,8 @@ def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
     model = model.double().eval()
     x = x.double()
     loss, theta = flat_objective(model, x, y)
-    exact = torch.tensor(exact_spectrum(loss, theta, 3)["top"], dtype=torch.float64)
+    spectrum = exact_spectrum(loss, theta, 3)
+    exact = torch.tensor(spectrum["top"], dtype=torch.float64)
 
     def rel_err(top) -> float:
         return (
@@ -58,6 +59,7 @@ def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
                 "seed": seed,
                 "lanczos_hvps": lanczos_hvps(seed),
                 "pyhessian_hvps": ref["hvps"],
+                "pyhessian_top3": ref["top"],
                 "pyhessian_rel_err": rel_err(ref["top"]),
             }
         )
@@ -72,6 +74,7 @@ def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
         "model": name,
         "parameters": theta.numel(),
         "exact_top3": exact.tolist(),
+        "exact_min": torch.linalg.eigvalsh(spectrum["hessian"])[0].item(),
         "seeds": seeds,
         "lanczos_hvps_median": median("lanczos_hvps"),
         "lanczos_hvps_range": [
