@@ -65,7 +65,7 @@ class AutogradOnly(torch.nn.Module):
 )
 def test_linear_fast_pgd_equals_the_autograd_loop(norm, eps, steps, step_size):
     """Few steps, so many pixels stop short of their bound: the collapsed Linf step and
-    the fixed L2 direction must still give the iterates of the step-by-step loop."""
+    the three-pass L2 step (attacks.linear_steps) must still give the step-by-step loop."""
     model, x, y = trained_linear()
     runs = [
         pgd(m, x, y, norm, eps, steps, step_size, generator=torch.Generator().manual_seed(3))

@@ -13,7 +13,7 @@ import torch
 
 def flat_norm(t: torch.Tensor, p: float = 2) -> torch.Tensor:
     """Per-example norm over all but the first dimension, shaped to broadcast."""
-    return t.flatten(1).norm(p=p, dim=1).view(-1, *[1] * (t.ndim - 1))
+    return torch.linalg.vector_norm(t, p, dim=tuple(range(1, t.ndim)), keepdim=True)
 
 
 def sample_ball(
