@@ -40,6 +40,19 @@ def main() -> None:
                     f"**{c['ratio']:.1f}×** (target ≥ 10×)",
                 )
             )
+    if comp := load("linear_pgd_compile"):
+        for r in comp["rows"]:
+            rows.append(
+                (
+                    f"L2 PGD on LR, {r['setting']}: eager vs `torch.compile` of linear_steps",
+                    f"{r['eager_s'] * 1e3:.2f} ms vs {r['compiled_s'] * 1e3:.2f} ms per batch; "
+                    f"compile per stage process {r['compile_cold_s']:.1f} s cold, "
+                    f"{r['compile_warm_s']:.1f} s warm",
+                    f"**{r['eager_s'] / r['compiled_s']:.2f}×** per batch; pays back after "
+                    f"{r['break_even_batches'] or '∞'} batches, a stage has "
+                    f"{r['batches_per_stage']}",
+                )
+            )
     if pgd := load("pgd_vs_torchattacks"):
         rows.append(
             (
