@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import statistics
@@ -11,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load_params(path: Path = ROOT / "params.yaml"):
+    """A params file read as the stages read it (stages/common.py: load_params)."""
+    spec = importlib.util.spec_from_file_location("stage_common", ROOT / "stages" / "common.py")
+    stage_common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage_common)
+    return stage_common.load_params(path)
 
 
 def machine() -> str:

@@ -12,10 +12,9 @@ so both are run from 10 seeds: the ratio is that of the median HVP counts.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import torch
-from common import median_time, save
+from common import ROOT, median_time, save
 
 from advland.data import load_prepared
 from advland.hessian import (
@@ -28,7 +27,6 @@ from advland.hessian import (
 )
 from advland.train import load_trained
 
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = 10
 
 

@@ -8,17 +8,14 @@ takes (the model wrapped so it is not recognized as LR: deep copy per point, aut
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import torch
-from common import median_time, save
+from common import ROOT, median_time, save
 
 from advland.attacks import pgd
 from advland.data import load_prepared
 from advland.landscape import evaluate_points, filter_normalized_direction
 from advland.train import load_trained
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -16,25 +16,20 @@ Every DVC stage is a fresh process, so it would compile again. For each setting:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from unittest.mock import patch
 
 import torch
-import yaml
-from common import median_time, save
+from common import ROOT, load_params, median_time, save
 
 from advland import attacks
-from advland.config import parse_params
 from advland.data import load_prepared
 from advland.train import load_trained
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = "mnist2-lr-l2-adv-1"
 
 
@@ -57,18 +52,18 @@ def settings(params, data) -> dict[str, tuple]:
 
 
 def attack_fn(name: str):
-    """(one pgd call at the setting, batches per stage)."""
-    params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    """(one pgd call at the setting, (batch size, steps, batches per stage))."""
+    params = load_params()
     data = load_prepared(ROOT / "data" / "prepared" / "mnist2.npz")
     model, _ = load_trained(ROOT / "models" / f"{RUN}.pt", data)
     cfg, batch, batches = settings(params, data)[name]
     x, y = data.x_train[:batch], data.y_train[:batch]
     gen = torch.Generator().manual_seed(0)
-    return (lambda: attacks.pgd(model, x, y, "l2", 1.0, cfg.steps, cfg.step(1.0), generator=gen)), (
-        batch,
-        cfg.steps,
-        batches,
-    )
+
+    def attack_once():
+        return attacks.pgd(model, x, y, "l2", 1.0, cfg.steps, cfg.step(1.0), generator=gen)
+
+    return attack_once, (batch, cfg.steps, batches)
 
 
 def first_call(name: str, compiled: bool, caches: bool = True) -> float:
@@ -81,7 +76,7 @@ def first_call(name: str, compiled: bool, caches: bool = True) -> float:
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -25,17 +25,14 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
-import yaml
-from common import machine
+from common import ROOT, load_params, machine
 
-from advland.config import RunSpec, parse_params
+from advland.config import RunSpec
 from advland.data import load_prepared
 from advland.evaluate import evaluate_run
 from advland.models import per_example_loss
 from advland.noise import flat_norm, sample_ball
 from advland.train import load_trained, train_run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def naive_pgd(model, x, y, norm, eps, steps, step_size, random_start=True, generator=None):
@@ -106,7 +103,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-grid", action="store_true")
     args = parser.parse_args()
-    params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = load_params()
     data = load_prepared(ROOT / "data" / "prepared" / "mnist2.npz")
     result = {"machine": machine()}
     if not args.skip_grid:

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import save
+from common import ROOT, save
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     ("prepare", "mnist2"),
     ("prepare", "fashion_mnist"),

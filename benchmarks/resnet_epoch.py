@@ -20,14 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-from common import save
+from common import ROOT, load_params, save
 
-from advland.config import parse_params
 from advland.data import Dataset, load_prepared
 from advland.train import fit, make_perturb, model_for, resolve_device
 
-ROOT = Path(__file__).resolve().parents[1]
 # (channels, height, width, training images) of the sets that cannot be had offline
 SHAPES = {"cifar10": (3, 32, 32, 50000), "svhn": (3, 32, 32, 73257)}
 
@@ -47,7 +44,7 @@ def main() -> None:
     parser.add_argument("--profile", default=str(ROOT / "profiles" / "offline.yaml"))
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
-    params = parse_params(yaml.safe_load(Path(args.profile).read_text()), source=args.profile)
+    params = load_params(Path(args.profile))
     spec = next(s for s in params.specs() if s.model == "resnet18" and s.eps > 0)
     cfg = params.train_for(spec).model_copy(update={"epochs": 1, "select_best": False})
     device = resolve_device(cfg.device)

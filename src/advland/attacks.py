@@ -119,17 +119,18 @@ def linear_steps(
     if steps == 0:
         return x_adv
     if norm == "linf":
-        x_adv.add_(direction, alpha=steps * step_size)
-        return clamp_box(project_(x_adv.sub_(x), norm, eps).add_(x), box)
-    x_flat, a_d = x.flatten(1), direction.flatten(1) * step_size
-    v = (x_adv.flatten(1) - x_flat).add_(a_d)
-    if box is not None:
-        lo, hi = (bound - x_flat + a_d for bound in box)
-    for _ in range(steps - 1):
-        torch.addcdiv(a_d, v, norm_at_least(v, eps), value=eps, out=v)
+        v = x_adv.add_(direction, alpha=steps * step_size).sub_(x)
+    else:
+        x_flat, a_d = x.flatten(1), direction.flatten(1) * step_size
+        v = (x_adv.flatten(1) - x_flat).add_(a_d)
         if box is not None:
-            v.clamp_(lo, hi)
-    return clamp_box(v.mul_(eps / norm_at_least(v, eps)).add_(x_flat).view_as(x), box)
+            lo, hi = (bound - x_flat + a_d for bound in box)
+        for _ in range(steps - 1):
+            torch.addcdiv(a_d, v, norm_at_least(v, eps), value=eps, out=v)
+            if box is not None:
+                v.clamp_(lo, hi)
+        v = v.view_as(x)
+    return clamp_box(project_(v, norm, eps).add_(x), box)
 
 
 def fgsm(
