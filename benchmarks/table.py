@@ -37,7 +37,8 @@ def main() -> None:
                         for r in c["runs"]
                     )
                     + f" (accuracies differ by ≤ {c['max_abs_acc_diff']:.2f} points)",
-                    f"**{c['ratio']:.1f}×** (target ≥ 10×)",
+                    f"**{c['ratio']:.1f}×**, median of {c['repeats']} paired repeats "
+                    f"({min(c['ratios']):.1f}–{max(c['ratios']):.1f}×); target ≥ 10×",
                 )
             )
     if comp := load("linear_pgd_compile"):
