@@ -6,6 +6,8 @@ import importlib.util
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +38,31 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
+def median_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds of each fn over `repeats` rounds after `warmup` untimed ones; the
+    fns take turns within every round, so a slow spell of the machine weighs on all."""
+    times = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_times({"fn": fn}, repeats, warmup)["fn"]
+
+
+def last_line_of(*args: str, env: dict | None = None) -> str:
+    """Run `python *args` in a fresh process; the last line it prints."""
+    out = subprocess.run(
+        [sys.executable, *args], env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1]
 
 
 def save(name: str, result: dict) -> None:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
-from common import RESULTS, ROOT, load_params, save
+from common import RESULTS, ROOT, last_line_of, load_params, median_times, save
 
 from advland import attacks
 from advland.data import load_prepared
@@ -132,28 +131,17 @@ def attack_fn(name: str):
 def first_call(name: str, compiled: bool, caches: bool = True) -> float:
     """Seconds of the first pgd call in a fresh process."""
     env = os.environ | {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "0" if caches else "1"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--first-call", name, str(int(compiled))],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(last_line_of(__file__, "--first-call", name, str(int(compiled)), env=env))
 
 
-def interleaved_medians(attack_once, variants: dict, repeats: int = 50) -> dict[str, float]:
-    """Median seconds of one attack with each linear_steps, the variants taking turns
-    within every repeat so that a slow spell of the machine weighs on all of them."""
-    times = {name: [] for name in variants}
-    for i in range(5 + repeats):  # 5 warm-up rounds: compiling happens in the first
-        for name, linear_steps in variants.items():
-            with patch("advland.attacks.linear_steps", linear_steps):
-                t0 = time.perf_counter()
-                attack_once()
-                if i >= 5:
-                    times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+def with_linear_steps(linear_steps, attack_once):
+    """attack_once with attacks.linear_steps set to linear_steps."""
+
+    def run():
+        attacks.linear_steps = linear_steps
+        return attack_once()
+
+    return run
 
 
 def main() -> None:
@@ -166,7 +154,9 @@ def main() -> None:
             "compiled": torch.compile(attacks.linear_steps),
             "c_loop": c_loop,
         }
-        eager_s, compiled_s, c_s = interleaved_medians(attack_once, variants).values()
+        with patch("advland.attacks.linear_steps"):  # each variant sets it; restored after
+            runs = {k: with_linear_steps(f, attack_once) for k, f in variants.items()}
+            eager_s, compiled_s, c_s = median_times(runs, repeats=50, warmup=5).values()
         eager_out = attack_once(torch.Generator().manual_seed(1))
         with patch("advland.attacks.linear_steps", c_loop):
             c_diff = (attack_once(torch.Generator().manual_seed(1)) - eager_out).abs().max().item()

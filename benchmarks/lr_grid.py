@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -29,7 +27,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
-from common import ROOT, load_params, machine
+from common import ROOT, last_line_of, load_params, machine
 
 from advland.config import RunSpec
 from advland.data import load_prepared
@@ -105,9 +103,7 @@ def time_subset(run_ids: list[str], naive: bool) -> dict:
 
 
 def time_subset_in_fresh_process(run_ids: list[str], naive: bool) -> dict:
-    command = [sys.executable, __file__, "--subset", *run_ids] + ["--as-naive"] * naive
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(last_line_of(__file__, "--subset", *run_ids, *["--as-naive"] * naive))
 
 
 def compare_with_naive(params, run_ids: list[str], repeats: int) -> dict:
