@@ -1,34 +1,25 @@
-"""evaluate: clean, noise and PGD accuracy of one trained model, and its robust gap."""
+"""evaluate: clean, noise and PGD accuracy of every seed of one run, and the robust gap."""
 
-import sys
-from pathlib import Path
-from time import perf_counter
-
-from common import load_params, run_stage, write_metrics
-
+from advland.config import load_params
 from advland.data import load_prepared
-from advland.evaluate import evaluate_run
-from advland.train import load_trained
+from advland.evaluate import evaluate_seeds
+from advland.stage import run_stage
 
 
-def main() -> None:
-    start = perf_counter()
+def main(args) -> dict:
     params = load_params()
-    spec = params.run(sys.argv[1])
-    data = load_prepared(Path(f"data/prepared/{spec.dataset}.npz"))
-    data = data.subset(params.evaluate.n_train, params.evaluate.n_test)
-    model, _ = load_trained(Path(f"models/{spec.run_id}.pt"), data, params.train_for(spec).device)
-    metrics = evaluate_run(
-        model,
-        spec,
-        data,
-        params.attack[spec.dataset][spec.norm].eval,
+    run = params.run(args.run)
+    return evaluate_seeds(
+        run,
+        load_prepared(args.data),
+        params.seeds,
+        args.models,
+        params.attack_for(run).eval,
         params.noise,
-        params.seed,
-        params.evaluate.batch_size,
+        params.evaluate,
+        params.train_for(run).hardware.device,
     )
-    write_metrics(f"metrics/evaluate/{spec.run_id}.json", metrics, start)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, __doc__, "run", "data", "models", "metrics")

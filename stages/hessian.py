@@ -1,41 +1,25 @@
-"""hessian: top-k eigenvalues and trace of one trained model's training objective."""
+"""hessian: top-k eigenvalues and trace of the training objective, every seed of one run."""
 
-import sys
-from pathlib import Path
-from time import perf_counter
-
-import torch
-from common import load_params, run_stage, write_metrics
-
+from advland.config import load_params
 from advland.data import load_prepared
-from advland.hessian import sharpness_run
-from advland.train import load_trained, make_perturb
+from advland.hessian import hessian_seeds
+from advland.stage import run_stage
 
 
-def main() -> None:
-    start = perf_counter()
+def main(args) -> dict:
     params = load_params()
-    spec = params.run(sys.argv[1])
-    data = load_prepared(Path(f"data/prepared/{spec.dataset}.npz"))
-    model, ckpt = load_trained(
-        Path(f"models/{spec.run_id}.pt"), data, params.train_for(spec).device
-    )
-    n = params.hessian.n_samples
-    gen = torch.Generator().manual_seed(params.seed + 3)
-    perturb = make_perturb(
-        spec, params.attack[spec.dataset][spec.norm].train, params.noise.distribution, gen
-    )
-    result = sharpness_run(
-        model,
-        spec,
-        data.x_train[:n],
-        data.y_train[:n],
-        perturb,
+    run = params.run(args.run)
+    return hessian_seeds(
+        run,
+        load_prepared(args.data),
+        params.seeds,
+        args.models,
+        params.attack_for(run).train,
+        params.noise.distribution,
         params.hessian,
-        ckpt["weight_norm"],
+        params.train_for(run).hardware.device,
     )
-    write_metrics(f"metrics/hessian/{spec.run_id}.json", result, start)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, __doc__, "run", "data", "models", "metrics")

@@ -1,24 +1,23 @@
-"""prepare: one dataset from real files into data/prepared/{dataset}.npz + .json."""
+"""prepare: one dataset from real, checksum-verified files into its .npz and .json."""
 
 import os
-import sys
 from pathlib import Path
 
-from common import load_params, run_stage
-
+from advland.config import load_params
 from advland.data import prepare
+from advland.errors import ParamsError
+from advland.stage import run_stage
 
 
-def main() -> None:
-    dataset = sys.argv[1]
+def main(args) -> None:
     params = load_params()
-    if dataset not in params.prepare.datasets:
-        raise ValueError(f"prepare.datasets does not list {dataset!r}")
+    if args.dataset not in params.prepare.datasets:
+        raise ParamsError(f"prepare.datasets does not list {args.dataset!r}")
     cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland"))
     prepare(
-        dataset,
-        out_npz=Path(f"data/prepared/{dataset}.npz"),
-        out_json=Path(f"data/prepared/{dataset}.json"),
+        args.dataset,
+        out_npz=args.npz,
+        out_json=args.json,
         raw_dir=Path("data/raw"),
         cache_dir=cache / "sources",
         sources=params.prepare.sources,
@@ -27,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, __doc__, "dataset", "npz", "json")

@@ -1,32 +1,27 @@
-"""report: reports/report.md and report.html, figures and tables, from all metrics."""
+"""report: reports/report.md and report.html, figures and tables, and the verdict
+summary, from every run's metrics and landscapes."""
 
-import json
-from pathlib import Path
-
-import yaml
-from common import load_params, run_stage
-
+from advland.config import load_params
 from advland.io import write_json
 from advland.report import build_report
+from advland.report.data import read_json, read_yaml
+from advland.stage import run_stage
 
 
-def main() -> None:
+def main(args) -> None:
     params = load_params()
-    data_info = {
-        d: json.loads(Path(f"data/prepared/{d}.json").read_text()) for d in params.prepare.datasets
-    }
-    paper = yaml.safe_load(Path("reports/paper_values.yaml").read_text())
-    verdicts = build_report(
+    data_info = {d: read_json(args.prepared / f"{d}.json") for d in params.prepare.datasets}
+    summary = build_report(
         params.runs,
-        Path("metrics"),
-        Path("landscapes/1d"),
+        args.metrics,
+        args.landscapes,
         params.model_dump(),
         data_info,
-        paper,
-        Path("reports"),
+        read_yaml(args.paper),
+        args.out,
     )
-    write_json(Path("metrics/summary.json"), verdicts)
+    write_json(args.summary, summary)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, __doc__, "metrics", "landscapes", "prepared", "paper", "out", "summary")

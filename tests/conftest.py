@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision.datasets as tv
 
+from advland.config import Run, TrainConfig
 from advland.data import CLASS_NAMES
 
 torch.set_num_threads(1)
@@ -131,3 +132,15 @@ def synthetic_mnist(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     make_idx_dataset(raw, tv.MNIST, monkeypatch)
     return raw
+
+
+def train_config(**sections) -> TrainConfig:
+    """A TrainConfig for tests: SGD lr 0.1, momentum 0.9, cosine, 3 epochs of batch 16,
+    with any field or section replaced (`optimizer` entries are merged)."""
+    optimizer = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+    optimizer |= {"schedule": "cosine"} | sections.pop("optimizer", {})
+    return TrainConfig(**({"epochs": 3, "batch_size": 16, "optimizer": optimizer} | sections))
+
+
+def lr_run(norm: str, noise: str, eps: float, dataset: str = "mnist2", **fields) -> Run:
+    return Run(dataset=dataset, model="lr", norm=norm, noise=noise, eps=eps, **fields)

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from advland.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd, project_
+from advland.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd
 from advland.models import LogisticRegression, ResNet18, per_example_loss
-from advland.noise import flat_norm, random_noise, sample_ball
+from advland.noise import random_noise
+from advland.norms import NORMS, flat_norm
 
 
 def trained_linear(d: int = 20, n: int = 200, seed: int = 0):
@@ -147,7 +148,7 @@ def test_pgd_stays_in_ball_and_box_for_a_net(norm):
 
 def test_projection_onto_l2_ball():
     delta = torch.randn(100, 3, 4, 4) * 3
-    p = project_(delta.clone(), "l2", 1.5)
+    p = NORMS["l2"].project_(delta.clone(), 1.5)
     assert flat_norm(p).max() <= 1.5 + 1e-6
     inside = flat_norm(delta).flatten() <= 1.5
     torch.testing.assert_close(p[inside], delta[inside])
@@ -167,7 +168,7 @@ def test_attacks_at_w_zero_are_defined(norm):
 def test_l2_ball_radius_distribution():
     """Uniform in the ball of dimension d: (r / eps)^d ~ U(0, 1). Kolmogorov-Smirnov at 1%."""
     d, eps, n = 50, 2.0, 20000
-    delta = sample_ball(torch.zeros(n, d), "l2", eps, torch.Generator().manual_seed(0))
+    delta = NORMS["l2"].sample_ball(torch.zeros(n, d), eps, torch.Generator().manual_seed(0))
     u = (flat_norm(delta).flatten().double() / eps) ** d
     ks = (torch.sort(u).values - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max().item()
     assert ks < 1.63 / math.sqrt(n)

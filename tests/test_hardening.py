@@ -4,6 +4,7 @@ experiments. Each must end in a correct result or a clear error and no output.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,17 +23,22 @@ pytestmark = pytest.mark.slow
 RUN = "mnist2-lr-l2-adv-0.5"
 
 
+def entry(eps: float) -> dict:
+    return {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": eps}
+
+
 def tiny_params(tmp_path: Path, **train) -> Path:
     params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
-    params["runs"] = [RUN]
-    params["train"]["lr"] |= train
+    params["seeds"] = [0]
+    params["runs"] = {RUN: entry(0.5)}
+    params["train"]["mnist2"]["lr"] |= train
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
 def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_wheel):
-    params = tiny_params(tmp_path, epochs=12, checkpoint_every=1, n_train=4000)
+    params = tiny_params(tmp_path, epochs=12, checkpoint_every=1, data={"n_train": 4000})
     clean = make_repo(tmp_path / "clean", params)
     dvc(clean, "repro", f"train@{RUN}")
 
@@ -55,12 +61,12 @@ def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_whe
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any(resume_dir.glob("*.pt")), "training never reached its first checkpoint"
-    assert not (repo / "models" / f"{RUN}.pt").exists()  # no output from a killed stage
+    assert not (repo / "models" / RUN).exists()  # no output from a killed stage
     out = dvc(repo, "repro", f"train@{RUN}").stdout
     assert "Running stage" in out
     a, b = (
-        load_checkpoint(clean / "models" / f"{RUN}.pt"),
-        load_checkpoint(repo / "models" / f"{RUN}.pt"),
+        load_checkpoint(clean / "models" / RUN / "seed0.pt"),
+        load_checkpoint(repo / "models" / RUN / "seed0.pt"),
     )
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
@@ -69,6 +75,11 @@ def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_whe
         repo / "logs" / "train" / f"{RUN}.csv"
     ).read_text()
     assert not list(repo.rglob("*.tmp"))
+
+
+def evaluate(repo: Path) -> subprocess.CompletedProcess:
+    paths = ["data/prepared/mnist2.npz", f"models/{RUN}", f"metrics/evaluate/{RUN}.json"]
+    return run_stage(repo, "evaluate.py", RUN, *paths)
 
 
 def run_stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -87,38 +98,66 @@ def test_corrupt_data_and_checkpoint_give_clear_errors_and_no_output(tmp_path, m
     dvc(repo, "repro", f"train@{RUN}")
     npz = repo / "data" / "prepared" / "mnist2.npz"
     npz.write_bytes(npz.read_bytes()[:1000])
-    done = run_stage(repo, "evaluate.py", RUN)
+    done = evaluate(repo)
     assert (
         done.returncode == 2
         and "data/prepared/mnist2.npz: not a valid prepared dataset" in done.stderr
+        and "Traceback" not in done.stderr
     )
     assert not (repo / "metrics" / "evaluate" / f"{RUN}.json").exists()
     dvc(repo, "checkout", "--force", "data/prepared/mnist2.npz")
-    ckpt = repo / "models" / f"{RUN}.pt"
+    ckpt = repo / "models" / RUN / "seed0.pt"
     ckpt.unlink()  # a DVC-cached file is a link or read-only copy: replace, don't edit it
     ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
-    done = run_stage(repo, "evaluate.py", RUN)
-    assert done.returncode == 2 and f"models/{RUN}.pt: corrupt or unsafe checkpoint" in done.stderr
+    done = evaluate(repo)
+    assert (
+        done.returncode == 2
+        and f"models/{RUN}/seed0.pt: corrupt or unsafe checkpoint" in done.stderr
+    )
     assert not (repo / "metrics" / "evaluate" / f"{RUN}.json").exists()
 
 
 def test_bad_params_exit_2_naming_the_key(tmp_path):
     repo = tmp_path
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["lr"]["epochs"] = -3
+    params["train"]["mnist2"]["lr"]["epochs"] = -3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    done = run_stage(repo, "train.py", "mnist2-lr-l2-adv-0")
+    run = "mnist2-lr-l2-adv-0"
+    done = run_stage(repo, "train.py", run, "data.npz", f"models/{run}", "l.csv", "m.json")
     assert done.returncode == 2
-    assert "train.lr.epochs: Input should be greater than 0 (got -3)" in done.stderr
+    assert "train.mnist2.lr.epochs: Input should be greater than 0 (got -3)" in done.stderr
     assert not (repo / "models").exists()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """Only the project's own errors become one line; any other exception is a bug."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    run = ["evaluate.py", "mnist2-lr-l2-adv-0", "d.npz", "m", "j.json"]
+    done = run_stage(tmp_path, *run)
+    assert done.returncode == 2 and "error: d.npz: not a valid prepared dataset" in done.stderr
+    assert "Traceback" not in done.stderr
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import advland.data\n"
+        "def broken(path):\n    raise KeyError('a bug')\n"
+        "advland.data.load_prepared = broken\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO / 'src'}"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / run[0]), *run[1:]],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        done.returncode == 1 and "Traceback" in done.stderr and "KeyError: 'a bug'" in done.stderr
+    )
 
 
 def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
     for eps in ("0.25", "0.75"):
-        dvc(
-            repo, "exp", "run", "--queue", "-n", f"eps{eps}", "-S", f"runs=[mnist2-lr-l2-adv-{eps}]"
-        )
+        new_run = f"runs={{mnist2-lr-l2-adv-{eps}: {{dataset: mnist2, model: lr, norm: l2, noise: adv, eps: {eps}}}}}"
+        dvc(repo, "exp", "run", "--queue", "-n", f"eps{eps}", "-S", new_run)
     dvc(repo, "queue", "start", "-j", "2")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -149,7 +188,8 @@ def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     accs = []
     for name, metrics in found.items():
         eps = name[3:]
-        m = metrics[f"metrics/evaluate/mnist2-lr-l2-adv-{eps}.json"]["data"]
+        m = metrics[f"metrics/evaluate/mnist2-lr-l2-adv-{eps}.json"]["data"]["mean"]
         assert m["eps"] == float(eps)
+        assert f"metrics/evaluate/{RUN}.json" in metrics  # -S added a run, kept the others
         accs.append(m["robust_test_acc"])
     assert accs[0] != accs[1]

@@ -16,7 +16,7 @@ from advland.landscape import (
     surface_2d,
 )
 from advland.models import LogisticRegression, ResNet18, per_example_loss
-from advland.noise import flat_norm
+from advland.norms import flat_norm
 
 
 def test_each_filter_of_the_direction_has_that_filters_norm():

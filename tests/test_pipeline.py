@@ -76,24 +76,34 @@ def test_dvc_prepare_on_synthetic_mnist(tmp_path, monkeypatch):
 
 
 def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
+    """Two seeds per run: per-seed metrics, their mean and CI, and CIs in the report."""
     repo = make_repo(tmp_path, REPO / "profiles" / "tiny.yaml")
     dvc(repo, "repro")
     runs = yaml.safe_load((repo / "params.yaml").read_text())["runs"]
     for run_id in runs:
+        assert sorted(p.name for p in (repo / "models" / run_id).iterdir()) == [
+            "seed0.pt",
+            "seed1.pt",
+        ]
         for stage in ("train", "evaluate", "hessian", "landscape"):
             metrics = json.loads((repo / "metrics" / stage / f"{run_id}.json").read_text())
-            assert all(isinstance(v, (int, float)) for v in metrics.values()), (stage, metrics)
+            assert metrics["n_seeds"] == 2 and set(metrics["seeds"]) == {"0", "1"}
+            assert all(isinstance(v, (int, float)) for v in metrics["mean"].values()), stage
+            assert set(metrics["ci95"]) == set(metrics["mean"])
     tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
     assert (
         len(tidy) == len(runs)
         and tidy.robust_test_acc.between(0, 100).all()
         and (tidy.lambda1 > 0).all()
+        and (tidy.lambda1_ci95 >= 0).all()
     )
     report = (repo / "reports" / "report.md").read_text()
-    assert "Table 1: MNIST2" in report and "12665" in report and "Verdicts" in report
-    assert (repo / "reports" / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert "Table 1: MNIST2" in report and "12665" in report and "Summary" in report
+    assert " ± " in report and "of 2" in report
+    assert (repo / "reports" / "report.html").read_text().count("data:image/png;base64,") >= 3
     verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
     assert list(verdicts["claim1"]) == ["mnist2-lr-l2-adv"]
+    assert verdicts["claim1"]["mnist2-lr-l2-adv"]["n_seeds"] == 2
     shown = dvc(repo, "metrics", "show", "--json").stdout
     assert "robust_test_acc" in shown and "lambda1" in shown
     again = dvc(repo, "repro")
@@ -111,6 +121,7 @@ def test_dvc_repro_smoke_profile_resnet18(tmp_path, mnist_wheel):
     verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
     assert list(verdicts["claim3"]) == ["mnist-resnet18-linf"]
     report = (repo / "reports" / "report.md").read_text()
-    assert "Fig. 4 analogue" in report and "mnist-resnet18-linf-adv (no paper values)" in report
-    ckpt = torch.load(repo / "models" / "mnist-resnet18-linf-adv-25.5_255.pt", weights_only=True)
+    assert "Fig. 4 analogue" in report
+    run = "mnist-resnet18-linf-adv-25.5_255"
+    ckpt = torch.load(repo / "models" / run / "seed0.pt", weights_only=True)
     assert ckpt["best_epoch"] == 1 and "last_state_dict" in ckpt

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torchvision.datasets as tv
-from conftest import make_idx_dataset
+from conftest import lr_run, make_idx_dataset, train_config
 
-from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
+from advland.config import AttackConfig, NoiseConfig, NormAttack, Run
 from advland.data import load_prepared, prepare
+from advland.errors import CheckpointError, TrainingDiverged
 from advland.evaluate import evaluate_run
-from advland.io import CheckpointError, load_checkpoint
-from advland.train import fit, learning_rate, load_trained, make_perturb, train_run
+from advland.io import load_checkpoint
+from advland.models import checkpoint_path, load_model
+from advland.optim import learning_rate
+from advland.perturb import make_perturb
+from advland.train import Hook, fit, train_run, train_seeds
 
-CFG = TrainConfig(epochs=3, batch_size=16, lr=0.1, momentum=0.9, schedule="cosine")
-ATTACK = PGDConfig(steps=10, rel_step_size=2.5)
-NORM_ATTACK = NormAttack(train=ATTACK, eval=PGDConfig(steps=20, rel_step_size=2.5))
+CFG = train_config()
+ATTACK = AttackConfig(steps=10, rel_step_size=2.5)
+NORM_ATTACK = NormAttack(train=ATTACK, eval=AttackConfig(steps=20, rel_step_size=2.5))
+NOISE = NoiseConfig(distribution="uniform")
 
 
 @pytest.fixture
@@ -28,36 +34,26 @@ def mnist2(tmp_path, monkeypatch):
     return load_prepared(tmp_path / "m.npz")
 
 
-def run(tmp_path, data, run_id, cfg=CFG, seed=0):
-    spec = RunSpec.parse(run_id)
-    summary = train_run(
-        spec,
-        data,
-        cfg,
-        NORM_ATTACK,
-        NoiseConfig(),
-        seed,
-        tmp_path / f"{run_id}.pt",
-        tmp_path / f"{run_id}.csv",
+def run(tmp_path, data, spec: Run, cfg=CFG, seeds=(0,)):
+    """train_seeds then evaluate_run of the first seed; returns (train metrics, evaluation)."""
+    summary = train_seeds(
+        spec, data, cfg, NORM_ATTACK, NOISE, list(seeds), tmp_path / "model", tmp_path / "log.csv"
     )
-    model, _ = load_trained(tmp_path / f"{run_id}.pt", data)
-    metrics = evaluate_run(
-        model, spec, data, PGDConfig(steps=20, rel_step_size=2.5), NoiseConfig(), seed, 64
-    )
+    model, _ = load_model(checkpoint_path(tmp_path / "model", seeds[0]))
+    metrics = evaluate_run(model, spec, data, NORM_ATTACK.eval, NOISE, seeds[0], 64)
     return summary, metrics
 
 
 def test_training_loss_decreases(mnist2, tmp_path):
-    import pandas as pd
-
-    run(tmp_path, mnist2, "mnist2-lr-l2-adv-1", TrainConfig(epochs=5, batch_size=16, lr=0.02))
-    log = pd.read_csv(tmp_path / "mnist2-lr-l2-adv-1.csv")
-    assert list(log.epoch) == [1, 2, 3, 4, 5]
+    cfg = train_config(epochs=5, optimizer={"lr": 0.02, "momentum": 0.0, "schedule": "constant"})
+    run(tmp_path, mnist2, lr_run("l2", "adv", 1), cfg)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert list(log.epoch) == [1, 2, 3, 4, 5] and set(log.seed) == {0}
     assert log.train_loss.iloc[-1] < 0.5 * log.train_loss.iloc[0]
 
 
 def test_robust_accuracy_is_at_most_clean(mnist2, tmp_path):
-    _, m = run(tmp_path, mnist2, "mnist2-lr-linf-adv-76.5_255")
+    _, m = run(tmp_path, mnist2, lr_run("linf", "adv", 76.5 / 255))
     for split in ("train", "test"):
         assert m[f"robust_{split}_acc"] <= m[f"clean_{split}_acc"]
         assert m[f"cf_robust_{split}_acc"] == pytest.approx(m[f"robust_{split}_acc"])
@@ -66,29 +62,39 @@ def test_robust_accuracy_is_at_most_clean(mnist2, tmp_path):
 
 
 def test_same_seed_same_metrics_and_eps0_runs_agree(mnist2, tmp_path):
-    a = run(tmp_path / "a", mnist2, "mnist2-lr-l2-adv-0.5")
-    b = run(tmp_path / "b", mnist2, "mnist2-lr-l2-adv-0.5")
+    a = run(tmp_path / "a", mnist2, lr_run("l2", "adv", 0.5))
+    b = run(tmp_path / "b", mnist2, lr_run("l2", "adv", 0.5))
     assert a == b
-    adv0, rand0 = (
-        run(tmp_path, mnist2, "mnist2-lr-l2-adv-0"),
-        run(tmp_path, mnist2, "mnist2-lr-l2-rand-0"),
-    )
+    adv0 = run(tmp_path / "c", mnist2, lr_run("l2", "adv", 0))
+    rand0 = run(tmp_path / "d", mnist2, lr_run("l2", "rand", 0))
     assert adv0 == rand0
 
 
+def test_seeds_give_per_seed_checkpoints_logs_and_a_mean(mnist2, tmp_path):
+    summary, _ = run(tmp_path, mnist2, lr_run("l2", "adv", 0.5), seeds=(0, 1))
+    losses = [summary["seeds"][s]["final_train_loss"] for s in ("0", "1")]
+    assert losses[0] != losses[1]  # the seed changes the data order and the attack's start
+    assert summary["mean"]["final_train_loss"] == pytest.approx(sum(losses) / 2)
+    assert summary["ci95"]["final_train_loss"] > 0 and summary["n_seeds"] == 2
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["seed0.pt", "seed1.pt"]
+    assert set(pd.read_csv(tmp_path / "log.csv").seed) == {0, 1}
+
+
 def test_checkpoint_holds_state_config_loss_and_norm(mnist2, tmp_path):
-    summary, _ = run(tmp_path, mnist2, "mnist2-lr-l2-rand-0.5")
-    ckpt = load_checkpoint(tmp_path / "mnist2-lr-l2-rand-0.5.pt")
+    summary, _ = run(tmp_path, mnist2, lr_run("l2", "rand", 0.5))
+    ckpt = load_checkpoint(checkpoint_path(tmp_path / "model", 0))
     assert set(ckpt["state_dict"]) == {"linear.weight", "linear.bias"}
     assert ckpt["config"]["run"]["eps"] == 0.5 and ckpt["config"]["train"]["epochs"] == 3
-    assert ckpt["final_train_loss"] == summary["final_train_loss"] > 0
+    assert ckpt["architecture"] == {"model": "lr", "shape": [1, 28, 28], "n_classes": 2,
+                                    "width": None}  # fmt: skip
+    assert ckpt["final_train_loss"] == summary["mean"]["final_train_loss"] > 0
     assert ckpt["weight_norm"] == pytest.approx(ckpt["state_dict"]["linear.weight"].norm().item())
 
 
 def test_non_finite_loss_stops_with_run_and_epoch(mnist2):
     model = torch.nn.Linear(784, 1)
     x = mnist2.x_train.flatten(1)
-    huge = TrainConfig(epochs=3, batch_size=16, lr=1e38)
+    huge = train_config(optimizer={"lr": 1e38})
 
     class Flat(torch.nn.Module):
         def __init__(self):
@@ -98,21 +104,57 @@ def test_non_finite_loss_stops_with_run_and_epoch(mnist2):
         def forward(self, x):
             return self.inner(x)[:, 0] * float("inf")
 
-    perturb = make_perturb(
-        RunSpec.parse("mnist2-lr-l2-rand-0"), ATTACK, "uniform", torch.Generator()
-    )
-    with pytest.raises(FloatingPointError, match=r"my-run: training loss is (nan|inf) at epoch 1"):
+    perturb = make_perturb("rand", "l2", 0.0, ATTACK, "uniform", torch.Generator())
+    with pytest.raises(TrainingDiverged, match=r"my-run: training loss is (nan|inf) at epoch 1"):
         fit(Flat(), x, mnist2.y_train, huge, perturb, (torch.Generator(),), "my-run")
 
 
+def test_hooks_run_at_their_points_and_can_change_training(mnist2):
+    """A hook that zeroes the gradient after backward freezes the weights; one that
+    counts sees every epoch and batch."""
+
+    class Count(Hook):
+        def __init__(self):
+            self.epochs, self.forwards, self.backwards = [], 0, 0
+
+        def epoch_start(self, epoch):
+            self.epochs.append(epoch)
+
+        def before_forward(self, model, x, y):
+            self.forwards += 1
+
+        def after_backward(self, model):
+            self.backwards += 1
+
+    class Freeze(Hook):
+        def after_backward(self, model):
+            for p in model.parameters():
+                p.grad.zero_()
+
+    perturb = make_perturb("rand", "l2", 0.0, ATTACK, "uniform", torch.Generator())
+    cfg = train_config(epochs=2, optimizer={"momentum": 0.0})
+    x, y = mnist2.x_train, mnist2.y_train
+    count, model = Count(), lr_model()
+    fit(model, x, y, cfg, perturb, (torch.Generator(),), hooks=[count])
+    batches = math.ceil(len(x) / cfg.batch_size)
+    assert count.epochs == [0, 1] and count.forwards == count.backwards == 2 * batches
+    assert model.w.abs().sum() > 0
+    frozen = lr_model()
+    fit(frozen, x, y, cfg, perturb, (torch.Generator(),), hooks=[Freeze()])
+    assert frozen.w.abs().sum() == 0 and frozen.b == 0
+
+
+def lr_model():
+    from advland.models import build_model
+
+    return build_model("lr", (1, 28, 28), 2)
+
+
 def test_learning_rate_schedules():
-    assert learning_rate(
-        TrainConfig(epochs=1, batch_size=1, lr=0.1, schedule="cosine"), 0.5
-    ) == pytest.approx(0.05)
-    piecewise = TrainConfig(
-        epochs=1, batch_size=1, lr=0.1, schedule="piecewise", milestones=[0.5, 0.75]
-    )
-    assert [learning_rate(piecewise, p) for p in (0.1, 0.6, 0.9)] == pytest.approx(
+    cosine = train_config(optimizer={"schedule": "cosine"}).optimizer
+    assert learning_rate(cosine, 0.5) == pytest.approx(0.05)
+    piecewise = train_config(optimizer={"schedule": "piecewise", "milestones": [0.5, 0.75]})
+    assert [learning_rate(piecewise.optimizer, p) for p in (0.1, 0.6, 0.9)] == pytest.approx(
         [0.1, 0.01, 0.001]
     )
 
@@ -131,11 +173,21 @@ def test_tampered_checkpoint_is_refused(tmp_path):
 
 
 def test_truncated_checkpoint_gives_clear_error(mnist2, tmp_path):
-    run(tmp_path, mnist2, "mnist2-lr-l2-rand-0")
-    path = tmp_path / "mnist2-lr-l2-rand-0.pt"
+    run(tmp_path, mnist2, lr_run("l2", "rand", 0))
+    path = checkpoint_path(tmp_path / "model", 0)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=str(path)):
-        load_trained(path, mnist2)
+        load_model(path)
+
+
+def test_checkpoint_of_another_architecture_gives_clear_error(mnist2, tmp_path):
+    run(tmp_path, mnist2, lr_run("l2", "rand", 0))
+    path = checkpoint_path(tmp_path / "model", 0)
+    payload = load_checkpoint(path)
+    payload["architecture"]["shape"] = [1, 10, 10]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_model(path)
 
 
 def tiny_cifar():
@@ -152,47 +204,43 @@ def tiny_cifar():
 
 
 NET_ATTACK = NormAttack(
-    train=PGDConfig(steps=2, step_size=2 / 255), eval=PGDConfig(steps=2, step_size=2 / 255)
+    train=AttackConfig(steps=2, step_size=2 / 255), eval=AttackConfig(steps=2, step_size=2 / 255)
 )
-NET_SPEC = RunSpec.parse("cifar10-resnet18-linf-adv-8_255")
+NET_RUN = Run(dataset="cifar10", model="resnet18", norm="linf", noise="adv", eps=8 / 255)
 
 
 def test_resnet_with_bf16_autocast_and_channels_last_trains_on_cpu(tmp_path):
     """The GPU options run on the CPU too: bf16 autocast, channels_last, best checkpoint."""
     data = tiny_cifar()
-    cfg = TrainConfig(
+    cfg = train_config(
         epochs=2,
-        batch_size=16,
-        lr=0.05,
-        width=4,
-        augment=True,
-        device="cpu",
-        amp=True,
-        channels_last=True,
-        select_best=True,
-        select_n=16,
+        optimizer={"lr": 0.05},
+        model={"width": 4},
+        data={"augment": True},
+        hardware={"device": "cpu", "amp": True, "channels_last": True},
+        select={"best": True, "n": 16},
     )
-    summary = train_run(
-        NET_SPEC, data, cfg, NET_ATTACK, NoiseConfig(), 0, tmp_path / "r.pt", tmp_path / "r.csv"
-    )
+    payload, summary, _ = train_run(NET_RUN, data, cfg, NET_ATTACK, NOISE, 0)
     assert math.isfinite(summary["final_train_loss"]) and summary["best_epoch"] in (1, 2)
-    model, ckpt = load_trained(tmp_path / "r.pt", data)
-    assert set(ckpt["last_state_dict"]) == set(ckpt["state_dict"])
+    assert set(payload["last_state_dict"]) == set(payload["state_dict"])
+    train_seeds(NET_RUN, data, cfg, NET_ATTACK, NOISE, [0], tmp_path / "m", tmp_path / "l.csv")
+    model, _ = load_model(checkpoint_path(tmp_path / "m", 0))
     assert model(data.x_test[:4]).shape == (4, 10)
 
 
 @pytest.mark.slow
-def test_compiled_forward_trains_like_eager(tmp_path):
-    """cfg.compile (torch.compile; inductor generates C++ on the CPU) reaches eager's
+def test_compiled_forward_trains_like_eager():
+    """hardware.compile (torch.compile; inductor generates C++ on the CPU) reaches eager's
     weights, to float tolerance, through PGD steps and SGD steps."""
     data = tiny_cifar()
-    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, width=2, device="cpu")
     states = []
     for compiled in (False, True):
-        path = tmp_path / f"compiled-{compiled}.pt"
-        train_run(NET_SPEC, data, cfg.model_copy(update={"compile": compiled}), NET_ATTACK,
-                  NoiseConfig(), 0, path, tmp_path / f"compiled-{compiled}.csv")  # fmt: skip
-        states.append(load_checkpoint(path)["state_dict"])
+        cfg = train_config(
+            epochs=1, optimizer={"lr": 0.05}, model={"width": 2},
+            hardware={"device": "cpu", "compile": compiled},
+        )  # fmt: skip
+        payload, _, _ = train_run(NET_RUN, data, cfg, NET_ATTACK, NOISE, 0)
+        states.append(payload["state_dict"])
     eager, compiled = states
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
     for name, value in eager.items():

@@ -1,13 +1,12 @@
-"""Attacks in [0,1] pixel space: PGD (L2, Linf), FGSM, and the closed-form optimum of linear models.
+"""Attacks in [0,1] pixel space: PGD, FGSM, and the closed-form optimum of linear models.
 
-PGD step: x += a d with the ascent direction d = sign(g) (Linf) or g / ||g|| (L2, 0 where
-g = 0), g = d loss / d x. Then delta is projected onto the eps-ball and x + delta clamped to
-the box [0,1]. The random start is uniform in the ball (noise.sample_ball).
+PGD step: x += a d with d the norm's steepest-ascent direction of g = d loss / d x
+(sign(g) for Linf, g / ||g|| for L2). Then delta is projected onto the eps-ball and
+x + delta clamped to the box [0,1]. The random start is uniform in the ball.
 
 A linear model's d does not depend on x (models.LogisticRegression.ascent_direction), so PGD
-needs no forward pass (linear_steps): in Linf, where each pixel then moves one way until it
-stops at its bound, k steps of size a are one step of size k a; in L2 a step is three passes
-over the batch instead of six.
+needs no forward pass (Norm.linear_steps): in Linf k steps of size a are one step of size
+k a; in L2 a step is three passes over the batch instead of six.
 
 Closed form for f(x) = w.x + b and labels y_pm in {-1,+1}:
 - L2, no box:     delta* = -eps y_pm w / ||w||       (margin drops by eps ||w||_2)
@@ -20,10 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advland.models import per_example_loss, unit_direction
-from advland.noise import flat_norm, sample_ball
-
-Box = tuple[float, float] | None
+from advland.models import per_example_loss
+from advland.norms import NORMS, Box, clamp_box
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -35,26 +32,8 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str):
-    """sign(g) for Linf, g / ||g|| for L2 (0 where g = 0), g by autograd."""
-    grad = input_grad(model, x, y)
-    return grad.sign_() if norm == "linf" else grad.div_(flat_norm(grad).clamp_min(1e-12))
-
-
-def norm_at_least(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """max(||v_i||_2, eps) per example: eps v / norm_at_least(v, eps) is v projected onto
-    the eps-ball."""
-    return flat_norm(v).clamp_(min=eps)
-
-
-def project_(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Euclidean projection onto the eps-ball of the norm, per example, in place."""
-    if norm == "linf":
-        return delta.clamp_(-eps, eps)
-    return delta.mul_(eps / norm_at_least(delta, eps))
-
-
-def clamp_box(x: torch.Tensor, box: Box) -> torch.Tensor:
-    return x if box is None else x.clamp(*box)
+    """The norm's steepest-ascent direction of the input gradient (0 where g = 0)."""
+    return NORMS[norm].steepest_(input_grad(model, x, y))
 
 
 def pgd(
@@ -77,10 +56,13 @@ def pgd(
     """
     if eps == 0:
         return x
+    geometry = NORMS[norm]
     was_training = model.training
     model.eval()
     delta = (
-        sample_ball(x, norm, eps, generator).to(x.device) if random_start else torch.zeros_like(x)
+        geometry.sample_ball(x, eps, generator).to(x.device)
+        if random_start
+        else torch.zeros_like(x)
     )
     x_adv = clamp_box(x + delta, box)
     if hasattr(model, "ascent_direction"):  # linear: the direction is the same at every x
@@ -90,7 +72,7 @@ def pgd(
         for _ in range(steps):
             x_adv.add_(ascent_direction(model, x_adv, y, norm), alpha=step_size)
             # delta = P(x_adv - x); x_adv = clamp(x + delta): in place, in the usual order
-            x_adv = project_(x_adv.sub_(x), norm, eps).add_(x)
+            x_adv = geometry.project_(x_adv.sub_(x), eps).add_(x)
             if box is not None:
                 x_adv.clamp_(*box)
     model.train(was_training)
@@ -109,28 +91,13 @@ def linear_steps(
 ) -> torch.Tensor:
     """PGD's steps from x_adv when the ascent direction d is the same at every x.
 
-    Linf: one step of size steps * a (module doc).
-    L2: with v = x_adv + a d - x and P(v) = eps v / max(||v||, eps), the usual step is
-    x_adv' = clamp(x + P(v), box), so between steps
-        v' = clamp(a d + P(v), box - x + a d):
-    one norm, one addcdiv and one clamp over the batch. Equal to the step-by-step loop
-    up to float rounding (tests/test_attacks.py).
+    Equal to the step-by-step loop up to float rounding (tests/test_attacks.py).
     """
     if steps == 0:
         return x_adv
-    if norm == "linf":
-        v = x_adv.add_(direction, alpha=steps * step_size).sub_(x)
-    else:
-        x_flat, a_d = x.flatten(1), direction.flatten(1) * step_size
-        v = (x_adv.flatten(1) - x_flat).add_(a_d)
-        if box is not None:
-            lo, hi = (bound - x_flat + a_d for bound in box)
-        for _ in range(steps - 1):
-            torch.addcdiv(a_d, v, norm_at_least(v, eps), value=eps, out=v)
-            if box is not None:
-                v.clamp_(lo, hi)
-        v = v.view_as(x)
-    return clamp_box(project_(v, norm, eps).add_(x), box)
+    geometry = NORMS[norm]
+    v = geometry.linear_steps(x_adv, x, direction, eps, steps, step_size, box)
+    return clamp_box(geometry.project_(v, eps).add_(x), box)
 
 
 def fgsm(
@@ -145,4 +112,4 @@ def optimal_linear(
 ) -> torch.Tensor:
     """The exact worst case for a linear binary model (see module doc); y in {0,1}."""
     y_pm = (2 * y - 1).to(x.dtype).view(-1, *[1] * (x.ndim - 1))
-    return clamp_box(x - eps * y_pm * unit_direction(w[None], norm).view_as(x[0]), box)
+    return clamp_box(x - eps * y_pm * NORMS[norm].unit(w[None]).view_as(x[0]), box)

@@ -1,6 +1,7 @@
-"""`advland`: print the run ids of a grid, to paste into params.yaml `runs:`.
+"""`advland`: print the `runs` entries of a grid, to paste into params.yaml.
 
-advland runs mnist2 lr l2 adv,rand 0,0.2,0.4   # print run ids for a grid
+advland runs mnist2 lr l2 adv,rand 0,0.2,0.4          # 6 entries
+advland runs mnist2 lr linf adv 0,8/255 --tag awp    # tagged variants
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import argparse
 import itertools
 import sys
 
-from advland.config import ParamsError, RunSpec, parse_eps
+from advland.config import parse_run
+from advland.errors import ParamsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,18 +19,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="advland", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    runs = sub.add_parser("runs", help="print the run ids of a grid, for params.yaml")
+    runs = sub.add_parser("runs", help="print the runs entries of a grid, for params.yaml")
     for name in ("datasets", "models", "norms", "noises", "eps"):
         runs.add_argument(name, help="comma-separated")
+    runs.add_argument("--tag", default=None, help="a tag for every run (e.g. awp)")
     args = parser.parse_args(argv)
+    axes = [args.datasets, args.models, args.norms, args.noises, args.eps]
     try:
-        axes = [args.datasets, args.models, args.norms, args.noises]
-        for d, m, n, z in itertools.product(*(a.split(",") for a in axes)):
-            for e in args.eps.split(","):
-                run = RunSpec.parse(f"{d}-{m}-{n}-{z}-0")
-                print(
-                    f"  - {RunSpec(run.dataset, run.model, run.norm, run.noise, parse_eps(e)).run_id}"
-                )
+        for dataset, model, norm, noise, eps in itertools.product(*(a.split(",") for a in axes)):
+            fields = {"dataset": dataset, "model": model, "norm": norm, "noise": noise}
+            run = parse_run(fields | {"eps": eps, "tag": args.tag})
+            tag = f", tag: {run.tag}" if run.tag else ""
+            print(f"  {run.run_id}: {{{', '.join(f'{k}: {v}' for k, v in fields.items())}, "
+                  f"eps: {eps}{tag}}}")  # fmt: skip
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

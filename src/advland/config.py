@@ -1,19 +1,24 @@
-"""Typed schema of the pipeline's parameters.
+"""Typed schema of the pipeline's parameters, and the one place that reads params.yaml.
 
-The library never reads params.yaml: a stage reads it and hands the plain dict to
-`parse_params`, which returns validated, typed settings or raises `ParamsError`
-naming the key, the value and what is allowed.
+Stages call `load_params`, which returns validated, typed settings or raises
+`ParamsError` naming the key, the value and what is allowed; the rest of the library
+gets plain values and never reads params.yaml.
 
-A run id names one trained model: `{dataset}-{model}-{norm}-{noise}-{eps}`, e.g.
-`mnist2-lr-l2-adv-0.2` or `mnist2-lr-linf-rand-8_255` (Linf eps in units of
-1/255 are written `K_255`, which reads as K/255).
+`runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
+rand: uniform noise), eps (a number, or "K/255") and an optional tag (a variant such as
+a remedy). The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
+with Linf eps on the 1/255 grid written K_255, e.g. `mnist2-lr-linf-adv-8_255`; a key
+that does not match its fields is an error. Every field is part of the id, so the
+stage name `train@<id>` pins the whole run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from pathlib import Path
 from typing import Annotated, Literal, get_args
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,101 +32,101 @@ from pydantic import (
     model_validator,
 )
 
-Dataset = Literal["mnist2", "cifar2", "mnist", "fashion_mnist", "cifar10", "svhn"]
-ModelName = Literal["lr", "resnet18"]
-Norm = Literal["l2", "linf"]
-NoiseKind = Literal["adv", "rand"]
+from advland.errors import ParamsError
+from advland.models import MODELS
+from advland.norms import NORMS
+from advland.optim import OPTIMIZERS
+from advland.perturb import ATTACKS, PERTURBATIONS
 
+Dataset = Literal["mnist2", "cifar2", "mnist", "fashion_mnist", "cifar10", "svhn"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
 BINARY_DATASETS = ("mnist2", "cifar2")
-MODELS: tuple[str, ...] = get_args(ModelName)
-NORMS: tuple[str, ...] = get_args(Norm)
-NOISES: tuple[str, ...] = get_args(NoiseKind)
+TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
-class ParamsError(ValueError):
-    """A malformed parameter; the message names the key and what is allowed."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One trained model of the grid."""
-
-    dataset: str
-    model: str
-    norm: str
-    noise: str
-    eps: float
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.dataset}-{self.model}-{self.norm}-{self.noise}-{format_eps(self.eps, self.norm)}"
-
-    @property
-    def family(self) -> str:
-        """The curve this run belongs to in the figures: dataset-model-norm-noise."""
-        return f"{self.dataset}-{self.model}-{self.norm}-{self.noise}"
-
-    def with_noise(self, noise: str) -> RunSpec:
-        return RunSpec(self.dataset, self.model, self.norm, noise, self.eps)
-
-    @classmethod
-    def parse(cls, run_id: str) -> RunSpec:
-        parts = run_id.split("-", 4)
-        if len(parts) != 5:
-            raise ParamsError(
-                f"runs: {run_id!r} is not a run id; expected "
-                "{dataset}-{model}-{norm}-{noise}-{eps}, e.g. mnist2-lr-l2-adv-0.2"
-            )
-        dataset, model, norm, noise, eps = parts
-        for key, value, allowed in [
-            ("dataset", dataset, DATASETS),
-            ("model", model, MODELS),
-            ("norm", norm, NORMS),
-            ("noise", noise, NOISES),
-        ]:
-            if value not in allowed:
-                raise ParamsError(
-                    f"runs: {run_id!r}: unknown {key} {value!r}; allowed: {', '.join(allowed)}"
-                )
-        return cls(dataset, model, norm, noise, parse_eps(eps, run_id))
-
-
-def parse_eps(token: str, run_id: str = "") -> float:
-    """'0.2' -> 0.2, '8_255' -> 8/255. Negative or malformed values are errors."""
-    where = f"runs: {run_id!r}: " if run_id else "eps: "
-    try:
-        num, _, den = token.partition("_")
-        eps = float(num) / (float(den) if den else 1.0)
-    except ValueError:
-        raise ParamsError(f"{where}eps {token!r} is not a number (write 0.2 or 8_255)") from None
-    if not eps >= 0 or eps == float("inf"):
-        raise ParamsError(f"{where}eps must be a finite number >= 0, got {token!r}")
+def parse_eps(value: float | int | str) -> float:
+    """0.2 -> 0.2, '8/255' -> 8/255. Negative, infinite or malformed values are errors."""
+    if isinstance(value, str):
+        num, _, den = value.partition("/")
+        try:
+            eps = float(num) / (float(den) if den else 1.0)
+        except ValueError:
+            raise ValueError(f"eps {value!r} is not a number (write 0.2 or 8/255)") from None
+    else:
+        eps = float(value)
+    if not 0 <= eps < float("inf"):
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
     return eps
-
-
-def format_eps(eps: float, norm: str) -> str:
-    """Inverse of parse_eps: Linf values on the 1/255 grid are written K_255."""
-    if norm == "linf" and eps > 0:
-        k = round(eps * 255, 4)
-        return f"{k:g}_255"
-    return f"{eps:g}"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PGDConfig(Strict):
-    """PGD settings; the step is `step_size`, or `rel_step_size * eps / steps`."""
+class Run(Strict):
+    """One trained model: the fields of a `runs` entry (see the module doc)."""
 
+    dataset: Dataset
+    model: str
+    norm: str
+    noise: str
+    eps: float
+    tag: str | None = None
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return MODELS.check(v)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return NORMS.check(v)
+
+    @field_validator("noise")
+    @classmethod
+    def _noise(cls, v: str) -> str:
+        return PERTURBATIONS.check(v)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v: str | None) -> str | None:
+        if v is not None and not TAG.match(v):
+            raise ValueError("a tag is lower-case letters, digits and _ (e.g. awp, warmup_cos)")
+        return v
+
+    @property
+    def family(self) -> str:
+        """The curve this run belongs to in the figures: the id without eps."""
+        tag = f"-{self.tag}" if self.tag else ""
+        return f"{self.dataset}-{self.model}-{self.norm}-{self.noise}{tag}"
+
+    @property
+    def run_id(self) -> str:
+        tag = f"-{self.tag}" if self.tag else ""
+        eps = NORMS[self.norm].format_eps(self.eps)
+        return f"{self.dataset}-{self.model}-{self.norm}-{self.noise}-{eps}{tag}"
+
+
+class AttackConfig(Strict):
+    """An attack from perturb.ATTACKS; PGD's step is `step_size`, or
+    `rel_step_size * eps / steps`."""
+
+    name: str = "pgd"
     steps: PositiveInt
     step_size: PositiveFloat | None = None
     rel_step_size: PositiveFloat | None = None
     random_start: bool = True
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return ATTACKS.check(v)
+
     @model_validator(mode="after")
-    def _one_step_rule(self) -> PGDConfig:
+    def _one_step_rule(self) -> AttackConfig:
         if (self.step_size is None) == (self.rel_step_size is None):
             raise ValueError("give exactly one of step_size or rel_step_size")
         return self
@@ -133,66 +138,94 @@ class PGDConfig(Strict):
 
 
 class NormAttack(Strict):
-    train: PGDConfig
-    eval: PGDConfig
+    train: AttackConfig
+    eval: AttackConfig
 
 
 class PrepareConfig(Strict):
     datasets: list[Dataset] = Field(min_length=1)
     sources: list[Literal["raw", "download", "offline"]] = Field(min_length=1)
-    download_timeout_s: PositiveFloat = 20.0
+    download_timeout_s: PositiveFloat
 
 
-class TrainConfig(Strict):
-    epochs: PositiveInt
-    batch_size: PositiveInt
+class OptimizerConfig(Strict):
+    name: str
     lr: PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    weight_decay: NonNegativeFloat = 0.0
-    schedule: Literal["constant", "cosine", "piecewise"] = "constant"
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegativeFloat
+    schedule: Literal["constant", "cosine", "piecewise"]
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
-    width: PositiveInt = 64  # ResNet stem width; unused by lr
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
+
+
+class ModelConfig(Strict):
+    width: PositiveInt | None = None  # ResNet stem width (None: the model's own default)
+
+
+class DataConfig(Strict):
+    n_train: PositiveInt | None = None  # train on the first n examples
     augment: bool = False  # random crop 4 + horizontal flip
-    n_train: PositiveInt | None = None  # train on the first n examples (smoke runs)
+
+
+class HardwareConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     compile: bool = False  # torch.compile the forward
-    select_best: bool = False  # keep the epoch with the best PGD test accuracy
-    select_n: PositiveInt = 1000  # on the first n test images
-    select_every: PositiveInt = 1
+
+
+class SelectConfig(Strict):
+    best: bool = False  # keep the epoch with the best PGD accuracy on test images
+    n: PositiveInt = 1000  # the first n test images
+    every: PositiveInt = 1
+
+
+class TrainConfig(Strict):
+    """Training of one model on one dataset; optional features are off by default."""
+
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: OptimizerConfig
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    select: SelectConfig = SelectConfig()
     checkpoint_every: NonNegativeInt = 0  # resume checkpoints every n epochs (0: none)
 
 
 class NoiseConfig(Strict):
-    distribution: Literal["uniform", "gaussian"] = "uniform"
+    distribution: Literal["uniform", "gaussian"]
 
 
 class EvaluateConfig(Strict):
-    batch_size: PositiveInt = 4096
+    batch_size: PositiveInt
     n_train: PositiveInt | None = None
     n_test: PositiveInt | None = None
 
 
 class HessianConfig(Strict):
-    top_k: PositiveInt = 3
-    backend: Literal["auto", "exact", "lanczos"] = "auto"  # auto: exact up to 5000 parameters
-    lanczos_iters: PositiveInt = 40
-    pyhessian: bool = False
+    top_k: PositiveInt
+    backend: Literal["auto", "exact", "lanczos"]  # auto: exact up to 5000 parameters
+    lanczos_iters: PositiveInt
+    pyhessian: bool
+    trace_samples: PositiveInt
     n_samples: PositiveInt | None = None
-    trace_samples: PositiveInt = 50
 
 
 class LandscapeConfig(Strict):
-    alpha: PositiveFloat = 1.0
-    points_1d: Annotated[int, Field(ge=3)] = 41
-    points_2d: Annotated[int, Field(ge=3)] = 21
-    direction_seed: int = 0
-    include_bias: bool = False
-    attack: Literal["rerun", "fixed"] = "rerun"
-    pgd: PGDConfig = PGDConfig(steps=20, rel_step_size=2.5)
-    n_train: PositiveInt | None = 1000
-    n_test: PositiveInt | None = 1000
+    alpha: PositiveFloat
+    points_1d: Annotated[int, Field(ge=3)]
+    points_2d: Annotated[int, Field(ge=3)]
+    direction_seed: int
+    include_bias: bool
+    attack: Literal["rerun", "fixed"]
+    pgd: AttackConfig
+    n_train: PositiveInt | None
+    n_test: PositiveInt | None
 
     @field_validator("points_1d")
     @classmethod
@@ -203,28 +236,27 @@ class LandscapeConfig(Strict):
 
 
 class Params(Strict):
-    seed: int
+    seeds: list[int] = Field(min_length=1)
     prepare: PrepareConfig
-    runs: list[str] = Field(min_length=1)
-    train: dict[str, TrainConfig]  # per model, optionally per model@dataset
-    attack: dict[Dataset, dict[Norm, NormAttack]]
+    runs: dict[str, Run] = Field(min_length=1)
+    train: dict[Dataset, dict[str, TrainConfig]]  # per dataset, per model
+    attack: dict[Dataset, dict[str, NormAttack]]  # per dataset, per norm
     noise: NoiseConfig
     evaluate: EvaluateConfig
     hessian: HessianConfig
     landscape: LandscapeConfig
 
-    def train_for(self, spec: RunSpec) -> TrainConfig:
-        """train.<model>@<dataset> if given, else train.<model>."""
-        return self.train.get(f"{spec.model}@{spec.dataset}") or self.train[spec.model]
-
-    def run(self, run_id: str) -> RunSpec:
-        """The RunSpec of a run id listed in `runs`."""
+    def run(self, run_id: str) -> Run:
+        """The fields of a run id listed in `runs`."""
         if run_id not in self.runs:
             raise ParamsError(f"runs: {run_id!r} is not listed in runs")
-        return RunSpec.parse(run_id)
+        return self.runs[run_id]
 
-    def specs(self) -> list[RunSpec]:
-        return [RunSpec.parse(r) for r in self.runs]
+    def train_for(self, run: Run) -> TrainConfig:
+        return self.train[run.dataset][run.model]
+
+    def attack_for(self, run: Run) -> NormAttack:
+        return self.attack[run.dataset][run.norm]
 
 
 def _loc(loc: tuple) -> str:
@@ -239,6 +271,38 @@ def _got(error: dict) -> str:
     return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
 
 
+def parse_run(fields: dict) -> Run:
+    """One run entry's fields, validated; errors name the field and what is allowed."""
+    try:
+        return Run.model_validate(fields)
+    except ValidationError as err:
+        problems = [f"{_loc(e['loc'])}: {e['msg']}{_got(e)}" for e in err.errors()]
+        raise ParamsError("; ".join(problems)) from None
+
+
+def _check_runs(params: Params) -> None:
+    """What one run entry alone cannot check: its id, and the settings it needs."""
+    for key, run in params.runs.items():
+        where = f"runs.{key}"
+        if key != run.run_id:
+            raise ParamsError(
+                f"{where}: its fields make the id {run.run_id!r}; use that as the key"
+            )
+        if run.model == "lr" and run.dataset not in BINARY_DATASETS:
+            raise ParamsError(
+                f"{where}: model 'lr' is binary; use it with {' or '.join(BINARY_DATASETS)}"
+            )
+        if run.model not in params.train.get(run.dataset, {}):
+            raise ParamsError(f"{where}: needs train.{run.dataset}.{run.model}")
+        if run.norm not in params.attack.get(run.dataset, {}):
+            raise ParamsError(f"{where}: needs attack.{run.dataset}.{run.norm}")
+        if run.dataset not in params.prepare.datasets:
+            raise ParamsError(
+                f"{where}: uses dataset {run.dataset!r}, which prepare.datasets does not list "
+                f"({', '.join(params.prepare.datasets)})"
+            )
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params dict; every error names the key, the value and what is allowed."""
     if not isinstance(raw, dict):
@@ -248,38 +312,37 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     except ValidationError as err:
         lines = [f"  {_loc(e['loc']) or '(top level)'}: {e['msg']}{_got(e)}" for e in err.errors()]
         raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
-    for key in params.train:
-        model, _, dataset = key.partition("@")
-        if model not in MODELS or (dataset and dataset not in DATASETS):
-            raise ParamsError(
-                f"{source}: train.{key}: expected a model ({', '.join(MODELS)}), "
-                f"optionally @dataset ({', '.join(DATASETS)})"
-            )
     try:
-        specs = [RunSpec.parse(r) for r in params.runs]
+        for models in params.train.values():
+            for model in models:
+                MODELS.check(model)
+        for norms in params.attack.values():
+            for norm in norms:
+                NORMS.check(norm)
+        if len(set(params.seeds)) != len(params.seeds):
+            raise ParamsError(f"seeds: a seed is listed twice ({params.seeds})")
+        _check_runs(params)
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
-    for spec in specs:
-        if spec.model == "lr" and spec.dataset not in BINARY_DATASETS:
-            raise ParamsError(
-                f"{source}: runs: {spec.run_id!r}: model 'lr' is binary; use it with "
-                f"{' or '.join(BINARY_DATASETS)}, or use resnet18"
-            )
-        if spec.model not in params.train and f"{spec.model}@{spec.dataset}" not in params.train:
-            raise ParamsError(f"{source}: runs: {spec.run_id!r} needs train.{spec.model}")
-        if spec.norm not in params.attack.get(spec.dataset, {}):
-            raise ParamsError(
-                f"{source}: runs: {spec.run_id!r} needs attack.{spec.dataset}.{spec.norm}"
-            )
-        if spec.dataset not in params.prepare.datasets:
-            raise ParamsError(
-                f"{source}: runs: {spec.run_id!r} uses dataset {spec.dataset!r}, "
-                f"which prepare.datasets does not list ({', '.join(params.prepare.datasets)})"
-            )
-    canonical = [s.run_id for s in specs]
-    for given, canon in zip(params.runs, canonical, strict=True):
-        if given != canon:
-            raise ParamsError(f"{source}: runs: write {given!r} as {canon!r}")
-    if len(set(canonical)) != len(canonical):
-        raise ParamsError(f"{source}: runs: a run id is listed twice")
     return params
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-06 (as `dvc exp run -S` writes it) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    try:
+        raw = yaml.load(path.read_text(), Loader=_Loader)
+    except (OSError, yaml.YAMLError) as err:
+        raise ParamsError(f"{path}: cannot read parameters ({err})") from None
+    return parse_params(raw, source=str(path))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from advland.errors import DataError
 from advland.io import atomic_outputs
 from advland.sources import RawSplits, fetch, file_digest
 
@@ -147,9 +148,9 @@ def load_prepared(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a valid prepared dataset ({err})") from None
+        raise DataError(f"{path}: not a valid prepared dataset ({err})") from None
     if any(arrays[k].dtype != np.uint8 for k in ("x_train", "x_test")):
-        raise ValueError(f"{path}: images must be uint8")
+        raise DataError(f"{path}: images must be uint8")
     n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
 
     def images(x):

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from advland.attacks import optimal_linear, pgd
-from advland.config import NoiseConfig, PGDConfig, RunSpec
+from advland.attacks import optimal_linear
+from advland.config import AttackConfig, NoiseConfig, Run
 from advland.data import Dataset
-from advland.models import predict
-from advland.noise import random_noise
+from advland.models import checkpoint_path, load_model, predict
+from advland.norms import NORMS
+from advland.perturb import make_perturb
+from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +49,18 @@ def accuracy(
 
 def evaluate_run(
     model: nn.Module,
-    spec: RunSpec,
+    run: Run,
     data: Dataset,
-    attack: PGDConfig,
+    attack: AttackConfig,
     noise: NoiseConfig,
     seed: int,
-    batch_size: int = 4096,
+    batch_size: int,
 ) -> dict[str, float]:
-    """All accuracies of one trained model; PGD uses the evaluation settings."""
+    """All accuracies of one trained model; the attack uses the evaluation settings."""
     gen = torch.Generator().manual_seed(seed + 2)
-    step = attack.step(spec.eps)
-
-    def attack_fn(m, x, y):
-        return pgd(
-            m, x, y, spec.norm, spec.eps, attack.steps, step, attack.random_start, generator=gen
-        )
-
-    def noise_fn(m, x, y):
-        return random_noise(x, spec.norm, spec.eps, noise.distribution, gen)
-
-    out: dict[str, float] = {"eps": spec.eps}
+    attack_fn = make_perturb("adv", run.norm, run.eps, attack, noise.distribution, gen)
+    noise_fn = make_perturb("rand", run.norm, run.eps, attack, noise.distribution, gen)
+    out: dict[str, float] = {"eps": run.eps}
     for split in ("train", "test"):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         out[f"clean_{split}_acc"] = accuracy(model, x, y, None, batch_size)
@@ -73,13 +68,14 @@ def evaluate_run(
         out[f"noise_{split}_acc"] = accuracy(model, x, y, noise_fn, batch_size)
     kinds = ["clean", "robust", "noise"]
     if hasattr(model, "w"):  # linear: the exact worst case, to check PGD against
-        out |= closed_form_check(model, spec, data, attack_fn, batch_size)
+        out |= closed_form_check(model, run, data, attack_fn, batch_size)
         kinds.append("cf_robust")
     for kind in kinds:
         out[f"{kind}_gap"] = abs(out[f"{kind}_train_acc"] - out[f"{kind}_test_acc"])
     log.info(
-        "%s: robust train %.2f test %.2f gap %.2f",
-        spec.run_id,
+        "%s seed %d: robust train %.2f test %.2f gap %.2f",
+        run.run_id,
+        seed,
         out["robust_train_acc"],
         out["robust_test_acc"],
         out["robust_gap"],
@@ -89,14 +85,15 @@ def evaluate_run(
 
 @torch.no_grad()
 def closed_form_check(
-    model: nn.Module, spec: RunSpec, data: Dataset, attack_fn: Callable, batch_size: int
+    model: nn.Module, run: Run, data: Dataset, attack_fn: Callable, batch_size: int
 ) -> dict[str, float]:
-    """Accuracy under the closed-form attack (L2: no box; Linf: with the box) and, for
-    Linf where that attack is PGD's exact optimum, max |x_pgd - x_cf| on the test set."""
-    box = (0.0, 1.0) if spec.norm == "linf" else None
+    """Accuracy under the closed-form attack (with the box where it stays exact: Linf)
+    and, where that attack is PGD's exact optimum, max |x_pgd - x_cf| on the test set."""
+    exact_in_box = NORMS[run.norm].exact_linear_box
+    box = (0.0, 1.0) if exact_in_box else None
 
     def cf_fn(m, x, y):
-        return optimal_linear(x, y, m.w, spec.norm, spec.eps, box)
+        return optimal_linear(x, y, m.w, run.norm, run.eps, box)
 
     out = {
         f"cf_robust_{s}_acc": accuracy(
@@ -104,7 +101,7 @@ def closed_form_check(
         )
         for s in ("train", "test")
     }
-    if spec.norm == "linf":
+    if exact_in_box:
         x, y = data.x_test, data.y_test
         out["pgd_cf_max_abs_dev"] = max(
             (
@@ -117,3 +114,23 @@ def closed_form_check(
             for i in range(0, len(x), batch_size)
         )
     return out
+
+
+def evaluate_seeds(
+    run: Run,
+    data: Dataset,
+    seeds: list[int],
+    model_dir: Path,
+    attack: AttackConfig,
+    noise: NoiseConfig,
+    cfg,
+    device: str,
+) -> dict:
+    """evaluate_run for every seed of a run, on the first cfg.n_train / cfg.n_test
+    examples; returns the per-seed accuracies and their mean (seeds.summarize)."""
+    data = data.subset(cfg.n_train, cfg.n_test)
+    per_seed = {}
+    for seed in seeds:
+        model, _ = load_model(checkpoint_path(model_dir, seed), device)
+        per_seed[seed] = evaluate_run(model, run, data, attack, noise, seed, cfg.batch_size)
+    return summarize(per_seed)

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from advland.models import per_example_loss
+from advland import theory
+from advland.models import checkpoint_path, load_model, per_example_loss
+from advland.perturb import PERTURBATIONS, make_perturb
+from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
@@ -163,19 +167,22 @@ def _relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def sharpness_run(
-    model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, perturb, cfg, weight_norm: float
+    model: nn.Module,
+    run,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    perturb,
+    cfg,
+    weight_norm: float,
 ) -> dict[str, float]:
     """Top-k eigenvalues and trace of the run's training objective at its final weights.
 
     `perturb` makes the fixed inputs x' (the run's own attack or one noise draw).
     Eigenvalues are also reported times ||w||^2, the filter-normalized sharpness of LR.
-    For LR the closed-form objective (L2: attack moving with w; Linf: the exact
-    box-constrained attack, piecewise constant in w) and the gap between the
-    autograd Hessian and theory's closed form are recorded as well.
+    For a linear model the closed-form objective of an adversarial run
+    (theory.CLOSED_FORMS) and the gap between the autograd Hessian and theory's
+    closed form are recorded as well.
     """
-    from advland import theory
-    from advland.attacks import optimal_linear
-
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     x_fixed = torch.cat(
@@ -195,32 +202,18 @@ def sharpness_run(
     out |= _named("lambda", spec_["top"]) | {"trace": spec_["trace"]}
     out |= _named("scaled_lambda", [v * weight_norm**2 for v in spec_["top"]])
 
-    if spec.model == "lr":
+    if hasattr(model, "w"):  # linear: closed forms to check against
         xf = x_fixed.double().flatten(1)
         if "hessian" in spec_:
             out["theory_gap_fixed"] = _relative_gap(
                 spec_["hessian"], theory.fixed_input_hessian(theta, xf, y)
             )
-        if spec.noise == "adv":
-            xd = x.double().flatten(1)
-            if spec.norm == "l2":
-
-                def cf_loss(t):
-                    return theory.l2_adversarial_loss(t, xd, y, spec.eps)
-
-                cf_exact = exact_spectrum(cf_loss, theta, cfg.top_k)
-                cf_theory = theory.l2_adversarial_hessian(theta, xd, y, spec.eps)
-            else:
-                x_star = optimal_linear(xd, y, theta[:-1], "linf", spec.eps, box=(0.0, 1.0))
-
-                def cf_loss(t):
-                    return theory.fixed_input_loss(t, x_star, y)
-
-                cf_exact = exact_spectrum(cf_loss, theta, cfg.top_k)
-                cf_theory = theory.fixed_input_hessian(theta, x_star, y)
+        if PERTURBATIONS[run.noise].moves_with_weights:
+            closed = theory.CLOSED_FORMS[run.norm](theta, x.double().flatten(1), y, run.eps)
+            cf_exact = exact_spectrum(closed.loss, theta, cfg.top_k)
             out |= _named("cf_lambda", cf_exact["top"]) | {"cf_trace": cf_exact["trace"]}
             out |= _named("cf_scaled_lambda", [v * weight_norm**2 for v in cf_exact["top"]])
-            out["theory_gap_cf"] = _relative_gap(cf_exact["hessian"], cf_theory)
+            out["theory_gap_cf"] = _relative_gap(cf_exact["hessian"], closed.hessian)
     if cfg.pyhessian:
         ref = pyhessian_top(model64, x_fixed.double(), y, cfg.top_k)
         exact_top = torch.tensor(spec_["top"])
@@ -230,3 +223,26 @@ def sharpness_run(
         )
     model.float()
     return out
+
+
+def hessian_seeds(
+    run,
+    data,
+    seeds: list[int],
+    model_dir: Path,
+    attack,
+    distribution: str,
+    cfg,
+    device: str,
+) -> dict:
+    """sharpness_run for every seed of a run, on the first cfg.n_samples training
+    examples with the run's training perturbation (`attack` is its config.AttackConfig)
+    drawn once at the final weights; returns per-seed values and their mean."""
+    per_seed = {}
+    for seed in seeds:
+        model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
+        gen = torch.Generator().manual_seed(seed + 3)
+        perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
+        x, y = data.x_train[: cfg.n_samples], data.y_train[: cfg.n_samples]
+        per_seed[seed] = sharpness_run(model, run, x, y, perturb, cfg, checkpoint["weight_norm"])
+    return summarize(per_seed)

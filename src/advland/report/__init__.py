@@ -1,0 +1,131 @@
+"""The report: a verdict per claim, tables beside the paper's values, and figures.
+
+Everything is computed from the pipeline's metrics and landscapes. Each study states
+its own criteria (main_paper: Claims 1 and 2 on logistic regression; deep_nets:
+Claim 3); the report gives them in this order: a Summary of every verdict with the
+figures that carry the story, the studies' sections, stage wall times, and, collapsed
+at the end, the set-up actually used and every parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from advland.config import Run
+from advland.io import atomic_outputs
+from advland.report import deep_nets, main_paper
+from advland.report.data import STAGES, collect, collect_seeds
+from advland.report.render import Document
+from advland.report.stats import CLAIMS, Verdict
+from advland.report.tables import eps_label, verdict_table
+
+TITLE = "advland report: does adversarial training sharpen the weight loss landscape?"
+
+
+def wall_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """Sum, median and max over runs of each stage's wall time (all seeds of a run)."""
+    rows = []
+    for stage in STAGES:
+        t = runs[f"{stage}_seconds"].dropna()
+        rows.append(
+            {"stage": stage, "runs": len(t), "sum": t.sum(), "median": t.median(), "max": t.max()}
+        )
+    return pd.DataFrame(rows)
+
+
+def setup(params: dict, data_info: dict[str, dict], runs: pd.DataFrame) -> Document:
+    """The data, runs and parameters actually used."""
+    doc = Document()
+    doc.h("Data", 3)
+    doc.p("From `data/prepared/<dataset>.json`:")
+    doc.table(
+        pd.DataFrame(
+            [
+                {
+                    "dataset": name,
+                    "source": info["source"],
+                    "train": info["counts"]["train"]["total"],
+                    "test": info["counts"]["test"]["total"],
+                    "classes": ", ".join(info["classes"]),
+                }
+                for name, info in sorted(data_info.items())
+            ]
+        )
+    )
+    doc.h("Runs", 3)
+    listing = runs[["run_id", "dataset", "model", "norm", "noise", "tag", "n_seeds"]].copy()
+    listing.insert(5, "eps", [eps_label(e, n) for e, n in zip(runs.eps, runs.norm, strict=True)])
+    doc.table(listing)
+    doc.h("Parameters", 3)
+    flat = pd.json_normalize({k: v for k, v in params.items() if k != "runs"}, sep=".")
+    doc.p(f"`params.yaml` without `runs` (listed above), seeds {params['seeds']}:")
+    doc.table(pd.DataFrame({"parameter": flat.columns, "value": [str(v) for v in flat.iloc[0]]}))
+    return doc
+
+
+def summary(verdicts: list[Verdict]) -> dict:
+    """{claim key: {subject: {reproduced, the numbers, seeds_agree, n_seeds}}} for
+    `dvc metrics show/diff`; a number that is not finite becomes null."""
+    out: dict[str, dict] = {key: {} for key in CLAIMS}
+    for v in verdicts:
+        numbers = {k: float(x) if math.isfinite(x) else None for k, x in v.numbers.items()}
+        out[v.claim][v.subject] = {
+            "reproduced": v.reproduced,
+            **numbers,
+            "seeds_agree": v.seeds_agree,
+            "n_seeds": v.n_seeds,
+        }
+    return out
+
+
+def build_report(
+    runs: dict[str, Run],
+    metrics_dir: Path,
+    landscapes_dir: Path,
+    params: dict,
+    data_info: dict[str, dict],
+    paper: dict,
+    out_dir: Path,
+) -> dict:
+    """Write report.md, report.html, figures/*.png and tables/runs.csv under out_dir;
+    return the verdict summary (see `summary`)."""
+    out_dir = Path(out_dir)
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
+    attack = params["landscape"]["attack"]
+    studies = [
+        study.study(table, per_seed, Path(landscapes_dir), paper, figures, attack)
+        for study in (main_paper, deep_nets)
+    ]
+    verdicts = [v for s in studies for v in s.verdicts]
+    n_seeds = len(params["seeds"])
+
+    doc = Document()
+    doc.h(TITLE, 1)
+    doc.p(
+        "Whether adversarial training makes the weight loss landscape sharper, judged by "
+        "criteria fixed in advance on this pipeline's own metrics for the "
+        f"{len(table)} runs × {n_seeds} seed{'s' * (n_seeds > 1)} in `params.yaml`, set "
+        "beside Yamada et al. (2021); the paper's values are in `reports/paper_values.yaml`."
+    )
+    doc.h("Summary")
+    doc.table(verdict_table(verdicts, [n for s in studies for n in s.not_run]))
+    for s in studies:
+        doc.blocks += s.highlights
+    for s in studies:
+        doc.extend(s.section)
+    doc.h("Stage wall times (seconds)")
+    doc.p("Per run, a stage's time covers all its seeds.")
+    doc.table(wall_times(table), ".1f")
+    doc.details("Set-up actually used and all parameters", setup(params, data_info, table))
+
+    paths = (out_dir / "report.md", out_dir / "report.html", out_dir / "tables" / "runs.csv")
+    with atomic_outputs(*paths) as (md, page, csv):
+        md.write_text(doc.markdown(out_dir))
+        page.write_text(doc.html(TITLE))
+        table.to_csv(csv, index=False)
+    return summary(verdicts)

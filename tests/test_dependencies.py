@@ -1,0 +1,162 @@
+"""DVC dependencies are complete and per run: each stage depends on exactly the modules
+its script imports, and a change reruns exactly the stages that use what changed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from test_pipeline import dvc, make_repo
+
+STAGES = ("prepare", "train", "evaluate", "hessian", "landscape", "report")
+
+
+def imported_modules(stage: str) -> set[str]:
+    """The advland source files a stage script imports, from a fresh interpreter."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('stage', 'stages/{stage}.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'advland'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return {str(Path(f).resolve().relative_to(REPO)) for f in done.stdout.split()}
+
+
+def declared_code_deps(stage: str) -> set[str]:
+    """The .py files (folders expanded) that dvc.yaml lists as the stage's deps."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    spec = stages[stage].get("do", stages[stage])
+    files = set()
+    for dep in spec["deps"]:
+        path = REPO / dep
+        if path.is_dir() and dep.startswith("src/"):
+            files |= {str(p.relative_to(REPO)) for p in path.rglob("*.py")}
+        elif dep.endswith(".py"):
+            files.add(dep)
+    return files
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_exactly_the_modules_it_imports(stage):
+    runner = {f"stages/{stage}.py", "src/advland/warm.py"}  # the cmd runs the script via warm
+    assert declared_code_deps(stage) == imported_modules(stage) | runner
+
+
+LR_RUNS = {
+    "mnist2-lr-l2-adv-0.5": {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
+                             "eps": 0.5},
+    "mnist2-lr-linf-rand-8_255": {"dataset": "mnist2", "model": "lr", "norm": "linf",
+                                  "noise": "rand", "eps": "8/255"},
+}  # fmt: skip
+NET_RUN = "fashion_mnist-resnet18-linf-adv-8_255"
+
+
+def mixed_params(tmp_path: Path) -> Path:
+    """The tiny profile plus a ResNet run on Fashion-MNIST."""
+    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    params["prepare"]["datasets"] = ["mnist2", "fashion_mnist"]
+    params["runs"] = LR_RUNS | {
+        NET_RUN: {"dataset": "fashion_mnist", "model": "resnet18", "norm": "linf",
+                  "noise": "adv", "eps": "8/255"}
+    }  # fmt: skip
+    params["train"]["fashion_mnist"] = smoke["train"]["mnist"]
+    params["attack"]["fashion_mnist"] = copy.deepcopy(smoke["attack"]["mnist"])
+    params["attack"]["mnist2"]["linf"] = copy.deepcopy(smoke["attack"]["mnist"]["linf"])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def fake_outputs(repo: Path) -> None:
+    """A placeholder for every output, so that `dvc commit` records a lock without
+    running anything: what is tested is dvc.yaml's wiring, not the stages."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    files = [
+        f"data/prepared/{d}.{ext}" for d in params["prepare"]["datasets"] for ext in ("npz", "json")
+    ]
+    for run in params["runs"]:
+        files += [f"models/{run}/seed0.pt", f"logs/train/{run}.csv"]
+        files += [f"landscapes/{k}/{run}.csv" for k in ("1d", "2d")]
+        files += [f"metrics/{s}/{run}.json" for s in ("train", "evaluate", "hessian", "landscape")]
+    files += ["reports/report.md", "reports/report.html", "reports/figures/f.png"]
+    files += ["reports/tables/runs.csv", "metrics/summary.json"]
+    for f in files:
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / f).write_text(f"placeholder {f}\n")
+
+
+def changed_stages(repo: Path) -> set[str]:
+    return set(json.loads(dvc(repo, "status", "--json").stdout or "{}"))
+
+
+def edit_yaml(repo: Path, edit) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def per_run(runs, *stages: str) -> set[str]:
+    return {f"{s}@{r}" for r in runs for s in stages}
+
+
+@pytest.mark.slow
+def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
+    repo = make_repo(tmp_path, mixed_params(tmp_path))
+    fake_outputs(repo)
+    dvc(repo, "commit", "--force", "--quiet")
+    assert changed_stages(repo) == set()
+    original = (repo / "params.yaml").read_text()
+    downstream = ("train", "evaluate", "hessian", "landscape")
+
+    edit_yaml(repo, lambda p: p["train"]["fashion_mnist"]["resnet18"].__setitem__("epochs", 7))
+    assert changed_stages(repo) == per_run([NET_RUN], *downstream) | {"report"}
+    (repo / "params.yaml").write_text(original)
+
+    edit_yaml(repo, lambda p: p["attack"]["fashion_mnist"]["linf"]["train"].__setitem__("steps", 9))
+    assert changed_stages(repo) == per_run([NET_RUN], "train", "evaluate", "hessian") | {"report"}
+    (repo / "params.yaml").write_text(original)
+
+    edit_yaml(repo, lambda p: p["train"]["mnist2"]["lr"].__setitem__("epochs", 7))
+    assert changed_stages(repo) == per_run(LR_RUNS, *downstream) | {"report"}
+    (repo / "params.yaml").write_text(original)
+
+    (repo / "data/prepared/fashion_mnist.npz").write_text("other data\n")
+    assert changed_stages(repo) == {"prepare@fashion_mnist", "report"} | per_run(
+        [NET_RUN], *downstream
+    )
+    dvc(repo, "commit", "--force", "--quiet")
+
+    users = {stage: imported_modules(stage) | {"src/advland/warm.py"} for stage in STAGES}
+    runs = list(yaml.safe_load(original)["runs"])
+    for module in sorted(set().union(*users.values())):
+        path = repo / module
+        text = path.read_text()
+        path.write_text(text + "\n\ndef _edited() -> None:\n    pass\n")
+        assert changed_stages(repo) == stages_using(module, users, runs), module
+        path.write_text(text)
+
+
+def stages_using(module: str, users: dict[str, set[str]], runs: list[str]) -> set[str]:
+    """The stage names (per dataset or run) whose script imports `module`."""
+    out = set()
+    for stage, modules in users.items():
+        if module not in modules:
+            continue
+        if stage == "report":
+            out.add("report")
+        elif stage == "prepare":
+            out |= {"prepare@mnist2", "prepare@fashion_mnist"}
+        else:
+            out |= per_run(runs, stage)
+    return out
