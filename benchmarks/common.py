@@ -1,29 +1,149 @@
-"""Timing helpers shared by the benchmark scripts."""
+"""What the benchmark scripts share: command line, params, data, timing, results.
+
+Every script takes --tiny (the same code on toy data, a tiny model and few repeats: a
+smoke test that takes seconds) and --out (where its JSON goes; default
+benchmarks/results, which holds the real measurements, or a new temporary folder
+with --tiny).
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import platform
+import re
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
+from torch import nn
+
+from advland.config import Params, Run, load_params, parse_params
+from advland.data import Dataset, load_prepared
+from advland.evaluate import evaluate_seeds
+from advland.models import checkpoint_path, load_model
+from advland.train import train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+TINY_N = 256  # examples per split in --tiny mode
 
 
-def load_params(path: Path = ROOT / "params.yaml"):
-    """A params file read as the stages read it (stages/common.py: load_params)."""
-    spec = importlib.util.spec_from_file_location("stage_common", ROOT / "stages" / "common.py")
-    stage_common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage_common)
-    return stage_common.load_params(path)
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A parser with the options every script takes; the script's docstring as help."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run on toy data")
+    parser.add_argument("--out", type=Path, help="folder for the JSON (default: see above)")
+    return parser
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    if args.out is not None:
+        return args.out
+    return Path(tempfile.mkdtemp(prefix="advland-bench-")) if args.tiny else RESULTS
+
+
+def repo_params() -> Params:
+    """This repository's params.yaml, read as the stages read it."""
+    return load_params(ROOT / "params.yaml")
+
+
+def tiny_params(params: Params, run_ids: Sequence[str], n: int = TINY_N) -> Params:
+    """`params` cut to `run_ids`, one epoch, and n examples wherever a stage takes a subset."""
+    raw = params.model_dump()
+    raw["runs"] = {r: raw["runs"][r] for r in run_ids}
+    for models in raw["train"].values():
+        for cfg in models.values():
+            cfg["epochs"] = 1
+    raw["evaluate"] |= {"n_train": n, "n_test": n}
+    raw["hessian"]["n_samples"] = n
+    raw["landscape"] |= {"n_train": n, "n_test": n, "points_1d": 5, "points_2d": 3}
+    return parse_params(raw)
+
+
+def write_params(path: Path, params: Params) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
+
+
+def write_toy_mnist2(path: Path, n: int = TINY_N) -> Path:
+    """A prepared-format MNIST2 stand-in with n images per split (uint8 NCHW, labels 0/1):
+    class k lights rows 2k..2k+2 over noise, as the tests' toy digits do."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "test"):
+        y = np.arange(n) % 2
+        x = rng.integers(0, 60, (n, 1, 28, 28), dtype=np.uint8)
+        for k in (0, 1):
+            x[y == k, :, 2 * k : 2 * k + 3] = 230
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def mnist2(tiny: bool) -> Dataset:
+    """Prepared MNIST2 (`make reproduce` or `dvc repro prepare` makes it), or toy digits."""
+    if not tiny:
+        return load_prepared(ROOT / "data" / "prepared" / "mnist2.npz")
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_prepared(write_toy_mnist2(Path(tmp) / "mnist2.npz"))
+
+
+def train_and_evaluate(params: Params, data: Dataset, run_id: str, directory: Path) -> dict:
+    """What the train and evaluate stages do for one run, in this process; the metrics."""
+    run = params.run(run_id)
+    cfg, attack = params.train_for(run), params.attack_for(run)
+    models = directory / run_id
+    train_seeds(
+        run, data, cfg, attack, params.noise, params.seeds, models, directory / f"{run_id}.csv"
+    )
+    return evaluate_seeds(
+        run,
+        data,
+        params.seeds,
+        models,
+        attack.eval,
+        params.noise,
+        params.evaluate,
+        cfg.hardware.device,
+    )
+
+
+def trained_model(params: Params, run_id: str, data: Dataset, directory: Path) -> nn.Module:
+    """The first seed of a run, trained here as its train stage would (CPU training is
+    deterministic: the same weights as in models/)."""
+    run = params.run(run_id)
+    models = directory / run_id
+    cfg, attack, seed = params.train_for(run), params.attack_for(run), params.seeds[0]
+    train_seeds(run, data, cfg, attack, params.noise, [seed], models, directory / f"{run_id}.csv")
+    return load_model(checkpoint_path(models, seed))[0]
+
+
+def stage_argv(stage: str, item: str | Run | None = None) -> list[str]:
+    """`stage`'s script and arguments from its cmd in dvc.yaml, for one foreach item (a
+    dataset name or a Run), as `python script args` without the warm launcher
+    (advland.warm). It runs from any folder: its paths stay relative, the script is
+    this repository's."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    cmd = spec["do"]["cmd"] if "do" in spec else spec["cmd"]
+    if isinstance(item, Run):
+        values = {"key": item.run_id} | {f"item.{k}": str(v) for k, v in item.model_dump().items()}
+    else:
+        values = {"item": item}
+    words = shlex.split(re.sub(r"\$\{([\w.]+)\}", lambda m: values[m[1]], cmd))
+    script = next(i for i, word in enumerate(words) if word.endswith(".py"))
+    return [sys.executable, str(ROOT / words[script]), *words[script + 1 :]]
 
 
 def machine() -> str:
@@ -57,7 +177,7 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return median_times({"fn": fn}, repeats, warmup)["fn"]
 
 
-def last_line_of(*args: str, env: dict | None = None) -> str:
+def last_line_of(*args: str, env: dict[str, str] | None = None) -> str:
     """Run `python *args` in a fresh process; the last line it prints."""
     out = subprocess.run(
         [sys.executable, *args], env=env, check=True, capture_output=True, text=True
@@ -65,9 +185,9 @@ def last_line_of(*args: str, env: dict | None = None) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def save(name: str, result: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps({"machine": machine(), **result}, indent=2) + "\n"
-    )
+def save(name: str, result: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print(f"wrote {path}")

@@ -2,21 +2,33 @@
 the trained MNIST2 logistic regression (785 parameters, L2 eps 1 and Linf 76.5/255)
 and on a small CNN whose Hessian can be formed. Relative error of the top 3 and HVPs.
 
-    python benchmarks/hessian_backends.py      # after `make reproduce`
+    python benchmarks/hessian_backends.py          # needs data/prepared/mnist2.npz
+    python benchmarks/hessian_backends.py --tiny   # toy digits, 1-epoch LRs, 2 starts
 
-Lanczos is run with the fewest iterations (= HVPs) that reach 1e-3 relative error on all
-top-3 (searched from 3 up), and at 20 iterations. Both methods start from random vectors,
-so both are run from 10 seeds: the ratio is that of the median HVP counts.
+The LR models are trained here, as their train stages train them. Lanczos is run with
+the fewest iterations (= HVPs) that reach 1e-3 relative error on all top-3 (searched
+from 3 up), and at 20 iterations. Both methods start from random vectors, so both are
+run from 10 seeds: the ratio is that of the median HVP counts.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
+from pathlib import Path
 
 import torch
-from common import ROOT, median_time, save
+from common import (
+    arguments,
+    median_time,
+    mnist2,
+    out_dir,
+    repo_params,
+    save,
+    tiny_params,
+    trained_model,
+)
 
-from advland.data import load_prepared
 from advland.hessian import (
     CountingHVP,
     exact_spectrum,
@@ -25,12 +37,23 @@ from advland.hessian import (
     make_hvp,
     pyhessian_top,
 )
-from advland.train import load_trained
 
-SEEDS = 10
+RUNS = ("mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76.5_255")
 
 
-def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+def small_cnn(channels: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, channels, 5, stride=2),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(channels * 12 * 12, 2),
+    )
+
+
+def compare(
+    name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, starts: int, repeats: int
+) -> dict:
     model = model.double().eval()
     x = x.double()
     loss, theta = flat_objective(model, x, y)
@@ -50,7 +73,7 @@ def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
         )
 
     seeds = []
-    for seed in range(SEEDS):
+    for seed in range(starts):
         ref = pyhessian_top(model, x, y, 3, seed=seed)
         seeds.append(
             {
@@ -83,32 +106,26 @@ def compare(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
         "pyhessian_hvps_median": median("pyhessian_hvps"),
         "pyhessian_rel_err_median": median("pyhessian_rel_err"),
         "hvp_ratio_lanczos_over_pyhessian": median("lanczos_hvps") / median("pyhessian_hvps"),
-        "exact_s": median_time(lambda: exact_spectrum(loss, theta, 3), repeats=3),
+        "exact_s": median_time(lambda: exact_spectrum(loss, theta, 3), repeats),
     }
 
 
 def main() -> None:
-    data = load_prepared(ROOT / "data" / "prepared" / "mnist2.npz")
+    args = arguments(__doc__).parse_args()
+    params, starts, repeats, channels, n_cnn = repo_params(), 10, 3, 4, 2000
+    if args.tiny:
+        params, starts, repeats, channels, n_cnn = tiny_params(params, RUNS), 2, 1, 1, 64
+    data = mnist2(args.tiny)
     rows = []
-    for run in ("mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76.5_255"):
-        model, _ = load_trained(ROOT / "models" / f"{run}.pt", data)
-        rows.append(compare(f"LR {run} (clean inputs)", model, data.x_train, data.y_train))
-    torch.manual_seed(0)
-    cnn = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 5, stride=2),
-        torch.nn.Tanh(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 12 * 12, 2),
-    )
-    rows.append(
-        compare(
-            "small CNN (1.2k params, 2000 MNIST2 images)",
-            cnn,
-            data.x_train[:2000],
-            data.y_train[:2000],
-        )
-    )
-    save("hessian_backends", {"rows": rows})
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id in RUNS:
+            model = trained_model(params, run_id, data, Path(tmp))
+            x, y = data.x_train, data.y_train
+            rows.append(compare(f"LR {run_id} (clean inputs)", model, x, y, starts, repeats))
+    x, y = data.x_train[:n_cnn], data.y_train[:n_cnn]
+    name = f"small CNN ({len(x)} MNIST2 images)"
+    rows.append(compare(name, small_cnn(channels), x, y, starts, repeats))
+    save("hessian_backends", {"rows": rows}, out_dir(args))
 
 
 if __name__ == "__main__":

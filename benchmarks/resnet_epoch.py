@@ -4,58 +4,75 @@ settings, on the device it would pick), and the epoch and training times they im
 
     python benchmarks/resnet_epoch.py                       # profiles/offline.yaml
     python benchmarks/resnet_epoch.py --profile profiles/paper.yaml --batches 20
+    python benchmarks/resnet_epoch.py --tiny                # width 4, batch 16, 1 batch
 
-Times `--batches` batches of the first PGD run's prepared data after one warm-up batch (lazy
-initialization, autotuning, compilation); where that data is not prepared (CIFAR10 and
-SVHN offline), random images of its shape and size stand in: the time does not depend
-on pixel values. Training only: the per-epoch selection attack and the evaluate /
-hessian / landscape stages come on top.
+Times `--batches` batches of the first PGD run's prepared data after one warm-up batch
+(lazy initialization, autotuning, compilation); where that data is not prepared (CIFAR10
+and SVHN offline), and always with --tiny, random images of its shape stand in: the
+time does not depend on pixel values. Training only: the per-epoch selection attack and
+the evaluate / hessian / landscape stages come on top.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
 
 import torch
-from common import ROOT, load_params, save
+from common import ROOT, arguments, out_dir, save
 
+from advland.config import load_params
 from advland.data import Dataset, load_prepared
-from advland.train import fit, make_perturb, model_for, resolve_device
+from advland.models import build_model, resolve_device
+from advland.perturb import make_perturb
+from advland.train import fit
 
-# (channels, height, width, training images) of the sets that cannot be had offline
-SHAPES = {"cifar10": (3, 32, 32, 50000), "svhn": (3, 32, 32, 73257)}
+# (channels, height, width, training images, classes) of the ResNet profiles' datasets
+SHAPES = {
+    "mnist": (1, 28, 28, 60000, 10),
+    "fashion_mnist": (1, 28, 28, 60000, 10),
+    "cifar10": (3, 32, 32, 50000, 10),
+    "svhn": (3, 32, 32, 73257, 10),
+}
 
 
-def training_data(dataset: str) -> tuple[Dataset, bool]:
-    """The prepared set, or random stand-ins of its shape; True when real."""
+def training_data(dataset: str, n: int | None) -> tuple[Dataset, bool]:
+    """The prepared set, or (with n: always) n random stand-ins of its shape; True when real."""
     path = ROOT / "data" / "prepared" / f"{dataset}.npz"
-    if path.is_file():
+    if n is None and path.is_file():
         return load_prepared(path), True
-    c, h, w, n = SHAPES[dataset]
-    x, y = torch.rand(n, c, h, w), torch.randint(0, 10, (n,))
-    return Dataset(x, y, x[:1000], y[:1000], 10), False
+    c, h, w, n_train, n_classes = SHAPES[dataset]
+    x, y = torch.rand(n or n_train, c, h, w), torch.randint(0, n_classes, (n or n_train,))
+    return Dataset(x, y, x[:1000], y[:1000], n_classes), False
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--profile", default=str(ROOT / "profiles" / "offline.yaml"))
+    parser = arguments(__doc__)
+    parser.add_argument("--profile", type=Path, default=ROOT / "profiles" / "offline.yaml")
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
-    params = load_params(Path(args.profile))
-    spec = next(s for s in params.specs() if s.model == "resnet18" and s.eps > 0)
-    cfg = params.train_for(spec).model_copy(update={"epochs": 1, "select_best": False})
-    device = resolve_device(cfg.device)
-    data, real = training_data(spec.dataset)
-    attack = params.attack[spec.dataset][spec.norm].train
-    model = model_for("resnet18", data, cfg.width).to(device)
-    if cfg.channels_last:
+    params = load_params(args.profile)
+    run = next(r for r in params.runs.values() if r.model == "resnet18" and r.eps > 0)
+    full = params.train_for(run)
+    cfg = full.model_copy(update={"epochs": 1})
+    batches = args.batches
+    if args.tiny:
+        model_cfg = cfg.model.model_copy(update={"width": 4})
+        cfg, batches = cfg.model_copy(update={"batch_size": 16, "model": model_cfg}), 1
+    hw = cfg.hardware
+    device = resolve_device(hw.device)
+    data, real = training_data(run.dataset, batches * cfg.batch_size if args.tiny else None)
+    attack = params.attack_for(run).train
+    model = build_model("resnet18", data.x_train.shape[1:], data.n_classes, cfg.model.width)
+    model = model.to(device)
+    if hw.channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.compile:
+    if hw.compile:
         model.forward = torch.compile(model.forward)
-    perturb = make_perturb(spec, attack, params.noise.distribution, torch.Generator())
+    perturb = make_perturb(
+        run.noise, run.norm, run.eps, attack, params.noise.distribution, torch.Generator()
+    )
 
     def train_batches(n: int) -> float:
         x = data.x_train[: n * cfg.batch_size].to(device)
@@ -67,27 +84,25 @@ def main() -> None:
         return time.perf_counter() - t0
 
     train_batches(1)
-    per_batch = train_batches(args.batches) / args.batches
-    epoch_s = per_batch * math.ceil(
-        min(len(data.x_train), cfg.n_train or math.inf) / cfg.batch_size
-    )
-    runs = [s for s in params.specs() if s.model == "resnet18"]
-    full_epochs = params.train_for(spec).epochs
+    per_batch = train_batches(batches) / batches
+    n_train = len(data.x_train) if real else SHAPES[run.dataset][3]
+    epoch_s = per_batch * math.ceil(min(n_train, cfg.data.n_train or math.inf) / cfg.batch_size)
+    runs = [r for r in params.runs.values() if r.model == "resnet18"]
     result = {
-        "profile": Path(args.profile).name,
+        "profile": args.profile.name,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "setting": f"width {cfg.width}, batch {cfg.batch_size}, PGD-{attack.steps} training, "
-        f"bf16 {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}",
-        "batches_timed": args.batches,
+        "setting": f"width {cfg.model.width}, batch {cfg.batch_size}, PGD-{attack.steps} "
+        f"training, bf16 {hw.amp}, channels_last {hw.channels_last}, compile {hw.compile}",
+        "batches_timed": batches,
         "s_per_batch": per_batch,
-        "run": spec.run_id,
+        "run": run.run_id,
         "data": "prepared" if real else "random stand-ins",
         "s_per_epoch": epoch_s,
-        "epochs": full_epochs,
+        "epochs": full.epochs,
         "runs": len(runs),
-        "training_hours_all_runs": epoch_s * full_epochs * len(runs) / 3600,
+        "training_hours_all_runs": epoch_s * full.epochs * len(runs) / 3600,
     }
-    save(f"resnet_epoch_{Path(args.profile).stem}_{device.type}", result)
+    save(f"resnet_epoch_{args.profile.stem}_{device.type}", result, out_dir(args))
 
 
 if __name__ == "__main__":

@@ -1,72 +1,34 @@
 """Print the README's benchmark table from benchmarks/results/*.json.
 
 python benchmarks/table.py
+python benchmarks/table.py --results /tmp/tiny    # from the JSON of --tiny runs
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    results = parser.parse_args().results
+
+    def load(name: str) -> dict | None:
+        path = results / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     rows = []
     if grid := load("lr_grid"):
         rows.append(
             (
-                f"LR grid: train + evaluate, {len(grid['grid']['runs'])} runs, one process",
-                f"{grid['grid']['total_s']:.0f} s",
+                f"LR grid: train + evaluate, {len(grid['runs'])} runs, one process",
+                f"{grid['total_s']:.0f} s",
                 "target ≤ 180 s",
             )
         )
-        if c := grid.get("naive_comparison"):
-            rows.append(
-                (
-                    f"LR train + evaluate, {' and '.join(c['runs'])} ({c['epochs']} epochs): "
-                    "advland vs PGD as a naive autograd loop",
-                    f"{c['ours_s']:.1f} s vs {c['naive_s']:.1f} s; per run "
-                    + ", ".join(
-                        f"{r} {c['ours_s_per_run'][r]:.1f} s vs {c['naive_s_per_run'][r]:.1f} s"
-                        for r in c["runs"]
-                    )
-                    + f" (accuracies differ by ≤ {c['max_abs_acc_diff']:.2f} points)",
-                    f"**{c['ratio']:.1f}×**, median of {c['repeats']} paired repeats "
-                    f"({min(c['ratios']):.1f}–{max(c['ratios']):.1f}×); target ≥ 10×",
-                )
-            )
-    if comp := load("linear_pgd_compile"):
-        for r in comp["rows"]:
-            rows.append(
-                (
-                    f"L2 PGD on LR, {r['setting']}: eager vs `torch.compile` of linear_steps "
-                    "vs its loop in C",
-                    f"{r['eager_s'] * 1e3:.2f} ms vs {r['compiled_s'] * 1e3:.2f} ms vs "
-                    f"{r['c_loop_s'] * 1e3:.2f} ms per batch (C differs by "
-                    f"{r['c_loop_max_abs_diff']:.1e}); compile per stage process "
-                    f"{r['compile_cold_s']:.1f} s cold, {r['compile_warm_s']:.1f} s warm",
-                    f"**{r['eager_s'] / r['compiled_s']:.2f}×** compiled, "
-                    f"**{r['eager_s'] / r['c_loop_s']:.2f}×** C, per batch; the compile pays "
-                    f"back after {r['break_even_batches'] or '∞'} batches, a stage has "
-                    f"{r['batches_per_stage']}",
-                )
-            )
-        if c := comp.get("with_c_loop"):
-            rows.append(
-                (
-                    "LR naive comparison above, had the L2 run's PGD loop been in C "
-                    "(projected: our seconds less the C loop's saving over a train and an "
-                    "evaluate stage)",
-                    f"{c['ours_s']:.1f} s (saves {c['saved_s']:.1f} s) vs {c['naive_s']:.1f} s",
-                    f"**{c['ratio']:.1f}×** (target ≥ 10×)",
-                )
-            )
     if pgd := load("pgd_vs_torchattacks"):
         rows.append(
             (
@@ -109,7 +71,53 @@ def main() -> None:
                 ", ".join(f"{r['stage']} {r['peak_rss_mb']}" for r in mem["rows"]),
             )
         )
-    for path in sorted(RESULTS.glob("resnet_epoch_*.json")):
+    if over := load("stage_overhead"):
+        now, cached = over["as_is"], over["bytecode_cache"]
+
+        def largest(imports: dict) -> str:
+            return ", ".join(f"{k} {v:.1f} s" for k, v in list(imports["packages_s"].items())[:3])
+
+        rows.append(
+            (
+                "Fixed cost of a stage: `stages/evaluate.py` with 8 + 8 images to evaluate, "
+                f"median of {over['repeats']}; as is"
+                + ("" if over["torch_pyc_present"] else " (the venv has no .pyc files)")
+                + " vs with a bytecode cache",
+                f"fresh process {now['stage_wall_s']:.1f} s vs {cached['stage_wall_s']:.1f} s, "
+                f"through `advland.warm` {now['stage_warm_wall_s']:.2f} s vs "
+                f"{cached['stage_warm_wall_s']:.2f} s; the stage's own work "
+                f"{now['stage_main_s']:.2f} s; imports {now['imports']['total_s']:.1f} s "
+                f"({largest(now['imports'])}) vs {cached['imports']['total_s']:.1f} s "
+                f"({largest(cached['imports'])}); `import torch` alone "
+                f"{now['torch_import_s']:.1f} s vs {cached['torch_import_s']:.1f} s",
+                f"**{now['stage_wall_s'] - now['stage_main_s']:.1f} s** of start-up per fresh "
+                f"stage process, {now['stage_warm_wall_s'] - now['stage_main_s']:.2f} s warm",
+            )
+        )
+        rows.append(
+            (
+                "First `torch.optim.SGD(...).step()` in a process (imports torch._dynamo: "
+                f"{now['first_sgd_step']['imports_dynamo']}) vs the second; as is vs with a "
+                "bytecode cache",
+                f"{now['first_sgd_step']['first_s']:.1f} s vs "
+                f"{now['first_sgd_step']['second_s'] * 1e3:.2f} ms; "
+                f"{cached['first_sgd_step']['first_s']:.1f} s vs "
+                f"{cached['first_sgd_step']['second_s'] * 1e3:.2f} ms",
+                "paid by every train stage run in a fresh process",
+            )
+        )
+        rows.append(
+            (
+                "No-op `dvc repro` (all up to date) in a scratch repo of `echo` stages; as is "
+                "vs with a bytecode cache",
+                "; ".join(
+                    f"{n} stages {now['dvc_noop_repro_s'][n]:.1f} s vs {t:.1f} s"
+                    for n, t in cached["dvc_noop_repro_s"].items()
+                ),
+                "DVC's own cost per `dvc repro`",
+            )
+        )
+    for path in sorted(results.glob("resnet_epoch_*.json")):
         r = json.loads(path.read_text())
         rows.append(
             (
@@ -120,7 +128,9 @@ def main() -> None:
                 f"× {r['epochs']} epochs",
             )
         )
-    machine = next((d["machine"] for d in map(load, ["hessian_backends", "lr_grid"]) if d), "")
+    machine = next(
+        (json.loads(p.read_text())["machine"] for p in sorted(results.glob("*.json"))), ""
+    )
     print(f"Measured on: {machine}, one run each (medians of repeats inside).\n")
     print("| comparison | measured | ratio / result |\n|---|---|---|")
     for row in rows:

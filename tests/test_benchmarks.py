@@ -14,9 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-from advland.config import load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -103,37 +100,17 @@ def test_memory(tmp_path, env):
 
 
 def test_resnet_epoch(tmp_path, env):
-    """On a ResNet18 profile written here (profiles/ may lag behind the params schema)."""
-    raw = load_params(REPO / "params.yaml").model_dump()
-    run = {"dataset": "mnist", "model": "resnet18", "norm": "linf", "noise": "adv", "eps": 0.1}
-    optimizer = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
-    raw["runs"] = {"mnist-resnet18-linf-adv-25.5_255": run}
-    raw["train"] = {
-        "mnist": {
-            "resnet18": {
-                "epochs": 30,
-                "batch_size": 128,
-                "optimizer": optimizer | {"schedule": "piecewise", "milestones": [0.5, 0.75]},
-                "hardware": {"device": "cpu", "amp": True, "channels_last": True},
-            }
-        }
-    }
-    attack = {"steps": 10, "rel_step_size": 2.5}
-    raw["attack"] = {"mnist": {"linf": {"train": attack, "eval": attack}}}
-    parse_params(raw)
-    profile = tmp_path / "resnet.yaml"
-    profile.write_text(yaml.safe_dump(raw))
-    r = result(tmp_path, run_tiny(tmp_path, env, "resnet_epoch.py", "--profile", str(profile)))
+    r = result(tmp_path, run_tiny(tmp_path, env, "resnet_epoch.py"))  # profiles/offline.yaml
     assert r["data"] == "random stand-ins" and r["setting"].startswith("width 4, batch 16")
     assert 0 < r["s_per_batch"] < r["s_per_epoch"]
-    assert r["training_hours_all_runs"] > 0 and (r["runs"], r["epochs"]) == (1, 30)
+    assert r["training_hours_all_runs"] > 0 and r["runs"] > 0
 
 
 @pytest.mark.slow
 def test_stage_overhead(tmp_path, env):
     r = result(tmp_path, run_tiny(tmp_path, env, "stage_overhead.py"))
     for case in (r["as_is"], r["bytecode_cache"]):
-        assert case["stage_wall_s"] > case["stage_main_s"] > 0
+        assert case["stage_wall_s"] > case["stage_main_s"] > 0 and case["stage_warm_wall_s"] > 0
         imports = case["imports"]
         assert imports["total_s"] > imports["packages_s"]["torch"] > 0 and imports["modules"] > 100
         assert imports["top_cumulative_s"] and case["torch_import_s"] > 0
