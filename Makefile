@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 UV_VERSION := 0.13.9
+# Installed packages get their .pyc up front: with PYTHONDONTWRITEBYTECODE set (as on
+# this project's machines) every process would otherwise recompile torch (3.3 s vs 1.3 s).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: reproduce test lint system-data
 

@@ -26,10 +26,10 @@ import torch
 import yaml
 from torch import nn
 
-from advland.config import Params, Run, load_params, parse_params
+from advland.core.config import Params, Run, load_params, parse_params
+from advland.core.models import checkpoint_path, load_model
 from advland.data import Dataset, load_prepared
 from advland.evaluate import evaluate_seeds
-from advland.models import checkpoint_path, load_model
 from advland.train import train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def trained_model(params: Params, run_id: str, data: Dataset, directory: Path) -
 def stage_argv(stage: str, item: str | Run | None = None) -> list[str]:
     """`stage`'s script and arguments from its cmd in dvc.yaml, for one foreach item (a
     dataset name or a Run), as `python script args` without the warm launcher
-    (advland.warm). It runs from any folder: its paths stay relative, the script is
+    (advland.core.warm). It runs from any folder: its paths stay relative, the script is
     this repository's."""
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     cmd = spec["do"]["cmd"] if "do" in spec else spec["cmd"]

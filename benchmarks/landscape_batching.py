@@ -32,9 +32,9 @@ from common import (
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from advland.core.models import per_example_loss, predict
+from advland.core.perturb import Perturb, make_perturb
 from advland.landscape import evaluate_points, filter_normalized_direction, fixed_objective_inputs
-from advland.models import per_example_loss, predict
-from advland.perturb import Perturb, make_perturb
 
 RUN = "mnist2-lr-linf-adv-76.5_255"
 

@@ -1,4 +1,4 @@
-"""PGD throughput and agreement: advland.attacks.pgd against torchattacks.PGD (Linf)
+"""PGD throughput and agreement: advland.core.attacks.pgd against torchattacks.PGD (Linf)
 on the same small CNN and batch, from the same start.
 
     python benchmarks/pgd_vs_torchattacks.py
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from common import arguments, median_times, out_dir, save
 
-from advland.attacks import pgd
+from advland.core.attacks import pgd
 
 DEPS = Path(__file__).resolve().parent / ".deps"
 

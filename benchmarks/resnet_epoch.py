@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from common import ROOT, arguments, out_dir, save
 
-from advland.config import load_params
+from advland.core.config import load_params
+from advland.core.models import build_model, resolve_device
+from advland.core.perturb import make_perturb
 from advland.data import Dataset, load_prepared
-from advland.models import build_model, resolve_device
-from advland.perturb import make_perturb
 from advland.train import fit
 
 # (channels, height, width, training images, classes) of the ResNet profiles' datasets

@@ -1,9 +1,9 @@
 """hessian: top-k eigenvalues and trace of the training objective, every seed of one run."""
 
-from advland.config import load_params
+from advland.core.config import load_params
+from advland.core.stage import run_stage
 from advland.data import load_prepared
 from advland.hessian import hessian_seeds
-from advland.stage import run_stage
 
 
 def main(args) -> dict:

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from advland.config import load_params
+from advland.core.config import load_params
+from advland.core.stage import run_stage
 from advland.data import load_prepared
 from advland.landscape import landscape_seeds
-from advland.stage import run_stage
 
 
 def main(args) -> dict:

@@ -3,10 +3,10 @@
 import os
 from pathlib import Path
 
-from advland.config import load_params
+from advland.core.config import load_params
+from advland.core.errors import ParamsError
+from advland.core.stage import run_stage
 from advland.data import prepare
-from advland.errors import ParamsError
-from advland.stage import run_stage
 
 
 def main(args) -> None:

@@ -1,11 +1,11 @@
 """report: reports/report.md and report.html, figures and tables, and the verdict
 summary, from every run's metrics and landscapes."""
 
-from advland.config import load_params
-from advland.io import write_json
+from advland.core.config import load_params
+from advland.core.io import write_json
+from advland.core.stage import run_stage
 from advland.report import build_report
 from advland.report.data import read_json, read_yaml
-from advland.stage import run_stage
 
 
 def main(args) -> None:

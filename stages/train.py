@@ -5,10 +5,10 @@ Also runs data-parallel: torchrun --nproc_per_node=N stages/train.py <same argum
 
 from pathlib import Path
 
-from advland import distributed
-from advland.config import load_params
+from advland.core import distributed
+from advland.core.config import load_params
+from advland.core.stage import run_stage
 from advland.data import load_prepared
-from advland.stage import run_stage
 from advland.train import train_seeds
 
 

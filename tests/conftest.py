@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision.datasets as tv
 
-from advland.config import Run, TrainConfig
+from advland.core.config import Run, TrainConfig
 from advland.data import CLASS_NAMES
 
 torch.set_num_threads(1)

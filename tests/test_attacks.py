@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from advland.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd
-from advland.models import LogisticRegression, ResNet18, per_example_loss
-from advland.noise import random_noise
-from advland.norms import NORMS, flat_norm
+from advland.core.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd
+from advland.core.models import LogisticRegression, ResNet18, per_example_loss
+from advland.core.noise import random_noise
+from advland.core.norms import NORMS, flat_norm
 
 
 def trained_linear(d: int = 20, n: int = 200, seed: int = 0):

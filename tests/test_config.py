@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advland.config import Run, load_params, parse_params
-from advland.errors import ParamsError
+from advland.core.config import Run, load_params, parse_params
+from advland.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
 L2 = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": 0.5}

@@ -47,7 +47,7 @@ def declared_code_deps(stage: str) -> set[str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_depends_on_exactly_the_modules_it_imports(stage):
-    runner = {f"stages/{stage}.py", "src/advland/warm.py"}  # the cmd runs the script via warm
+    runner = {f"stages/{stage}.py", "src/advland/core/warm.py"}  # the cmd runs the script via warm
     assert declared_code_deps(stage) == imported_modules(stage) | runner
 
 
@@ -137,7 +137,7 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     )
     dvc(repo, "commit", "--force", "--quiet")
 
-    users = {stage: imported_modules(stage) | {"src/advland/warm.py"} for stage in STAGES}
+    users = {stage: imported_modules(stage) | {"src/advland/core/warm.py"} for stage in STAGES}
     runs = list(yaml.safe_load(original)["runs"])
     for module in sorted(set().union(*users.values())):
         path = repo / module

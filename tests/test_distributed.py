@@ -13,8 +13,8 @@ import torchvision.datasets as tv
 import yaml
 from conftest import REPO, make_idx_dataset
 
+from advland.core.io import load_checkpoint
 from advland.data import prepare
-from advland.io import load_checkpoint
 
 RUN = "mnist2-lr-l2-adv-0.5"
 
@@ -62,7 +62,7 @@ def test_resume_after_interruption_equals_uninterrupted(workdir, monkeypatch):
     from conftest import lr_run, train_config
 
     import advland.train as train_mod
-    from advland.config import AttackConfig, NoiseConfig, NormAttack
+    from advland.core.config import AttackConfig, NoiseConfig, NormAttack
     from advland.data import load_prepared
 
     data = load_prepared(workdir / "data" / "prepared" / "mnist2.npz")

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO
 from test_pipeline import dvc, make_repo
 
-from advland.io import load_checkpoint
+from advland.core.io import load_checkpoint
 
 pytestmark = pytest.mark.slow
 RUN = "mnist2-lr-l2-adv-0.5"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advland.io import atomic_outputs, write_json
+from advland.core.io import atomic_outputs, write_json
 
 
 def test_all_outputs_appear_together_or_not_at_all(tmp_path):

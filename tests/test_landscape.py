@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from advland.attacks import pgd
+from advland.core.attacks import pgd
+from advland.core.models import LogisticRegression, ResNet18, per_example_loss
+from advland.core.norms import flat_norm
 from advland.landscape import (
     StackedLogisticRegression,
     curve_1d,
@@ -15,8 +17,6 @@ from advland.landscape import (
     filter_normalized_direction,
     surface_2d,
 )
-from advland.models import LogisticRegression, ResNet18, per_example_loss
-from advland.norms import flat_norm
 
 
 def test_each_filter_of_the_direction_has_that_filters_norm():

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from advland.config import Run, load_params
-from advland.errors import DataError
+from advland.core.config import Run, load_params
+from advland.core.errors import DataError
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
 from advland.report.deep_nets import claim3

@@ -10,14 +10,14 @@ import torch
 import torchvision.datasets as tv
 from conftest import lr_run, make_idx_dataset, train_config
 
-from advland.config import AttackConfig, NoiseConfig, NormAttack, Run
+from advland.core.config import AttackConfig, NoiseConfig, NormAttack, Run
+from advland.core.errors import CheckpointError, TrainingDiverged
+from advland.core.io import load_checkpoint
+from advland.core.models import checkpoint_path, load_model
+from advland.core.optim import learning_rate
+from advland.core.perturb import make_perturb
 from advland.data import load_prepared, prepare
-from advland.errors import CheckpointError, TrainingDiverged
 from advland.evaluate import evaluate_run
-from advland.io import load_checkpoint
-from advland.models import checkpoint_path, load_model
-from advland.optim import learning_rate
-from advland.perturb import make_perturb
 from advland.train import Hook, fit, train_run, train_seeds
 
 CFG = train_config()
@@ -145,7 +145,7 @@ def test_hooks_run_at_their_points_and_can_change_training(mnist2):
 
 
 def lr_model():
-    from advland.models import build_model
+    from advland.core.models import build_model
 
     return build_model("lr", (1, 28, 28), 2)
 

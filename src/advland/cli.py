@@ -10,8 +10,8 @@ import argparse
 import itertools
 import sys
 
-from advland.config import parse_run
-from advland.errors import ParamsError
+from advland.core.config import parse_run
+from advland.core.errors import ParamsError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advland.errors import DataError
-from advland.io import atomic_outputs
+from advland.core.errors import DataError
+from advland.core.io import atomic_outputs
 from advland.sources import RawSplits, fetch, file_digest
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from advland.attacks import optimal_linear
-from advland.config import AttackConfig, NoiseConfig, Run
+from advland.core.attacks import optimal_linear
+from advland.core.config import AttackConfig, NoiseConfig, Run
+from advland.core.models import checkpoint_path, load_model, predict
+from advland.core.norms import NORMS
+from advland.core.perturb import make_perturb
 from advland.data import Dataset
-from advland.models import checkpoint_path, load_model, predict
-from advland.norms import NORMS
-from advland.perturb import make_perturb
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from torch import nn
 from torch.func import functional_call
 
 from advland import theory
-from advland.models import checkpoint_path, load_model, per_example_loss
-from advland.perturb import PERTURBATIONS, make_perturb
+from advland.core.models import checkpoint_path, load_model, per_example_loss
+from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)

@@ -28,16 +28,16 @@ from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
-from advland.io import atomic_outputs
-from advland.models import (
+from advland.core.io import atomic_outputs
+from advland.core.models import (
     LogisticRegression,
     checkpoint_path,
     load_model,
     per_example_loss,
     predict,
 )
-from advland.norms import NORMS
-from advland.perturb import PERTURBATIONS, Perturb, make_perturb
+from advland.core.norms import NORMS
+from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
 from advland.seeds import summarize
 from advland.sources import file_digest
 

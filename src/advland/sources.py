@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advland.errors import DataSourceError
+from advland.core.errors import DataSourceError
 
 log = logging.getLogger(__name__)
 

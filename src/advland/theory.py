@@ -23,8 +23,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from advland.attacks import optimal_linear
-from advland.errors import Registry
+from advland.core.attacks import optimal_linear
+from advland.core.errors import Registry
 
 
 def _pm(y: torch.Tensor, dtype) -> torch.Tensor:

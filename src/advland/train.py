@@ -21,21 +21,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from advland import distributed as dist
-from advland.config import NoiseConfig, NormAttack, Run, TrainConfig
-from advland.data import Dataset
-from advland.errors import TrainingDiverged
-from advland.evaluate import accuracy
-from advland.io import atomic_dir, atomic_outputs, load_checkpoint, save_checkpoint
-from advland.models import (
+from advland.core import distributed as dist
+from advland.core.config import NoiseConfig, NormAttack, Run, TrainConfig
+from advland.core.errors import TrainingDiverged
+from advland.core.io import atomic_dir, atomic_outputs, load_checkpoint, save_checkpoint
+from advland.core.models import (
     build_model,
     checkpoint_path,
     per_example_loss,
     predict,
     resolve_device,
 )
-from advland.optim import learning_rate, make_optimizer
-from advland.perturb import Perturb, make_perturb
+from advland.core.optim import learning_rate, make_optimizer
+from advland.core.perturb import Perturb, make_perturb
+from advland.data import Dataset
+from advland.evaluate import accuracy
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from advland.config import Run
-from advland.io import atomic_outputs
+from advland.core.config import Run
+from advland.core.io import atomic_outputs
 from advland.report import deep_nets, main_paper
 from advland.report.data import STAGES, collect, collect_seeds
 from advland.report.render import Document

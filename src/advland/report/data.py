@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from advland.config import Run
-from advland.errors import DataError
+from advland.core.config import Run
+from advland.core.errors import DataError
 
 STAGES = ("train", "evaluate", "hessian", "landscape")
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

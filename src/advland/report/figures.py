@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from advland.io import atomic_outputs  # noqa: E402
-from advland.norms import NORMS  # noqa: E402
+from advland.core.io import atomic_outputs  # noqa: E402
+from advland.core.norms import NORMS  # noqa: E402
 from advland.report.data import read_landscape  # noqa: E402
 from advland.report.stats import linear_fit  # noqa: E402
 from advland.report.tables import eps_label  # noqa: E402

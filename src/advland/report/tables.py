@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from advland.norms import NORMS
+from advland.core.norms import NORMS
 from advland.report.stats import CLAIMS, NotRun, Verdict
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from advland.errors import CheckpointError
+from advland.core.errors import CheckpointError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from advland.errors import Registry
-from advland.norms import NORMS, Norm
+from advland.core.errors import Registry
+from advland.core.norms import NORMS, Norm
 
 
 def uniform(like: torch.Tensor, norm: Norm, eps: float, generator=None) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advland.errors import CheckpointError, ParamsError, Registry
-from advland.io import load_checkpoint
-from advland.norms import NORMS
+from advland.core.errors import CheckpointError, ParamsError, Registry
+from advland.core.io import load_checkpoint
+from advland.core.norms import NORMS
 
 # Standardization inside ResNet18 (Madry et al.'s per-channel statistics for CIFAR10).
 CHANNEL_STATS = {

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-from advland.errors import Registry
+from advland.core.errors import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 

@@ -32,11 +32,11 @@ from pydantic import (
     model_validator,
 )
 
-from advland.errors import ParamsError
-from advland.models import MODELS
-from advland.norms import NORMS
-from advland.optim import OPTIMIZERS
-from advland.perturb import ATTACKS, PERTURBATIONS
+from advland.core.errors import ParamsError
+from advland.core.models import MODELS
+from advland.core.norms import NORMS
+from advland.core.optim import OPTIMIZERS
+from advland.core.perturb import ATTACKS, PERTURBATIONS
 
 Dataset = Literal["mnist2", "cifar2", "mnist", "fashion_mnist", "cifar10", "svhn"]
 DATASETS: tuple[str, ...] = get_args(Dataset)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
-from advland import distributed
-from advland.errors import AdvlandError
-from advland.io import write_json
+from advland.core import distributed
+from advland.core.errors import AdvlandError
+from advland.core.io import write_json
 
 
 def run_stage(main: Callable[[argparse.Namespace], dict | None], doc: str, *args: str) -> None:

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from advland.attacks import fgsm, pgd
-from advland.errors import Registry
-from advland.noise import random_noise
+from advland.core.attacks import fgsm, pgd
+from advland.core.errors import Registry
+from advland.core.noise import random_noise
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

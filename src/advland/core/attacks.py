@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advland.models import per_example_loss
-from advland.norms import NORMS, Box, clamp_box
+from advland.core.models import per_example_loss
+from advland.core.norms import NORMS, Box, clamp_box
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
