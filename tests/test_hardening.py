@@ -156,7 +156,7 @@ def test_a_bug_keeps_its_traceback(tmp_path):
 def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
     for eps in ("0.25", "0.75"):
-        new_run = f"runs={{mnist2-lr-l2-adv-{eps}: {{dataset: mnist2, model: lr, norm: l2, noise: adv, eps: {eps}}}}}"
+        new_run = f"+runs={{mnist2-lr-l2-adv-{eps}: {{dataset: mnist2, model: lr, norm: l2, noise: adv, eps: {eps}}}}}"
         dvc(repo, "exp", "run", "--queue", "-n", f"eps{eps}", "-S", new_run)
     dvc(repo, "queue", "start", "-j", "2")
     deadline = time.monotonic() + 600

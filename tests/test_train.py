@@ -236,8 +236,8 @@ def test_compiled_forward_trains_like_eager():
     states = []
     for compiled in (False, True):
         cfg = train_config(
-            epochs=1, optimizer={"lr": 0.05}, model={"width": 2},
-            hardware={"device": "cpu", "compile": compiled},
+            epochs=1, optimizer={"lr": 0.05, "momentum": 0.0, "schedule": "constant"},
+            model={"width": 2}, hardware={"device": "cpu", "compile": compiled},
         )  # fmt: skip
         payload, _, _ = train_run(NET_RUN, data, cfg, NET_ATTACK, NOISE, 0)
         states.append(payload["state_dict"])
