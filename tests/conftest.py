@@ -20,6 +20,25 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers():
+    """Stages run by the tests get warm servers of their own, stopped at the end."""
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="advland-warm-", dir="/tmp"))  # short socket paths
+    os.environ["ADVLAND_WARM_DIR"] = str(folder)
+    yield folder
+    for pid_file in folder.glob("*.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 

@@ -28,10 +28,8 @@ def warm(tmp_path):
 
     run.env, run.sockets = env, folder
     yield run
-    for log in folder.glob("*.log"):
-        found = subprocess.run(["pgrep", "-f", str(log)[:-4]], capture_output=True, text=True)
-        for pid in found.stdout.split():
-            os.kill(int(pid), signal.SIGTERM)
+    for pid_file in folder.glob("*.pid"):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -170,6 +170,7 @@ def serve(path: Path) -> None:
     listener.listen(64)
     os.replace(staging, path)  # clients see the socket only once it listens
     inode = path.stat().st_ino
+    Path(f"{path}.pid").write_text(f"{os.getpid()}\n")
     listener.settimeout(IDLE_S)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     try:
