@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session", autouse=True)
 def warm_servers():
     """Stages run by the tests get warm servers of their own, stopped at the end."""
+    import contextlib
     import os
     import shutil
     import signal
@@ -32,10 +33,8 @@ def warm_servers():
     os.environ["ADVLAND_WARM_DIR"] = str(folder)
     yield folder
     for pid_file in folder.glob("*.pid"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     shutil.rmtree(folder, ignore_errors=True)
 
 
