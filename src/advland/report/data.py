@@ -20,28 +20,25 @@ STAGES = ("train", "evaluate", "hessian", "landscape")
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net
 
 
-def read_json(path: Path) -> dict:
+def read_mapping(path: Path, loads, kind: str) -> dict:
+    """A JSON or YAML file holding a mapping; any problem is a DataError naming the file."""
     try:
-        obj = json.loads(Path(path).read_text())
+        obj = loads(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run its stage first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return obj
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        obj = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError(f"{path}: cannot read YAML ({err})") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise DataError(f"{path}: cannot read {kind} ({err})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a mapping at the top level")
     return obj
+
+
+def read_json(path: Path) -> dict:
+    return read_mapping(path, json.loads, "JSON")
+
+
+def read_yaml(path: Path) -> dict:
+    return read_mapping(path, yaml.safe_load, "YAML")
 
 
 def read_stage_metrics(metrics_dir: Path, stage: str, run_id: str) -> dict:
