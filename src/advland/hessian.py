@@ -239,10 +239,10 @@ def hessian_seeds(
     examples with the run's training perturbation (`attack` is its config.AttackConfig)
     drawn once at the final weights; returns per-seed values and their mean."""
     per_seed = {}
+    x, y = data.x_train[: cfg.n_samples], data.y_train[: cfg.n_samples]
     for seed in seeds:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         gen = torch.Generator().manual_seed(seed + 3)
         perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
-        x, y = data.x_train[: cfg.n_samples], data.y_train[: cfg.n_samples]
         per_seed[seed] = sharpness_run(model, run, x, y, perturb, cfg, checkpoint["weight_norm"])
     return summarize(per_seed)

@@ -264,13 +264,13 @@ def landscape_seeds(
     (atomically, once all seeds are done); returns the curve summaries over seeds."""
     data = data.subset(cfg.n_train, cfg.n_test)
     curves, surfaces, partials, summaries = [], [], [], {}
+    rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
     for seed in seeds:
         checkpoint = checkpoint_path(model_dir, seed)
         model, _ = load_model(checkpoint, device)
         dev = next(model.parameters()).device
         gen = torch.Generator().manual_seed(seed + 4)
         perturb = make_perturb(run.noise, run.norm, run.eps, cfg.pgd, distribution, gen)
-        rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
         splits = {
             "train": (data.x_train.to(dev), data.y_train.to(dev)),
             "test": (data.x_test.to(dev), data.y_test.to(dev)),

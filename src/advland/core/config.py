@@ -28,6 +28,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,20 +76,10 @@ class Run(Strict):
 
     _eps = field_validator("eps", mode="before")(parse_eps)
 
-    @field_validator("model")
+    @field_validator("model", "norm", "noise")
     @classmethod
-    def _model(cls, v: str) -> str:
-        return MODELS.check(v)
-
-    @field_validator("norm")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return NORMS.check(v)
-
-    @field_validator("noise")
-    @classmethod
-    def _noise(cls, v: str) -> str:
-        return PERTURBATIONS.check(v)
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        return {"model": MODELS, "norm": NORMS, "noise": PERTURBATIONS}[info.field_name].check(v)
 
     @field_validator("tag")
     @classmethod
