@@ -65,9 +65,14 @@ def tiny_params(params: Params, run_ids: Sequence[str], n: int = TINY_N) -> Para
     for models in raw["train"].values():
         for cfg in models.values():
             cfg["epochs"] = 1
-    raw["evaluate"] |= {"n_train": n, "n_test": n}
-    raw["hessian"]["n_samples"] = n
-    raw["landscape"] |= {"n_train": n, "n_test": n, "points_1d": 5, "points_2d": 3}
+    for section, subset in (
+        ("evaluate", {"n_train": n, "n_test": n}),
+        ("hessian", {"n_samples": n}),
+        ("landscape", {"n_train": n, "n_test": n, "points_1d": 5, "points_2d": 3}),
+    ):
+        for models in raw[section].values():
+            for cfg in models.values():
+                cfg |= subset
     return parse_params(raw)
 
 
@@ -115,7 +120,7 @@ def train_and_evaluate(params: Params, data: Dataset, run_id: str, directory: Pa
         models,
         attack.eval,
         params.noise,
-        params.evaluate,
+        params.evaluate_for(run),
         cfg.hardware.device,
     )
 

@@ -69,7 +69,7 @@ def main() -> None:
     repeats = 3
     if args.tiny:
         params, repeats = tiny_params(params, [RUN]), 1
-    cfg = params.landscape
+    cfg = params.landscape_for(params.run(RUN))
     data = mnist2(args.tiny)
     with tempfile.TemporaryDirectory() as tmp:
         model = trained_model(params, RUN, data, Path(tmp))

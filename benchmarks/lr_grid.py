@@ -1,6 +1,6 @@
 """Benchmark: the default MNIST2 logistic-regression grid, train + evaluate, in one process.
 
-    python benchmarks/lr_grid.py            # every run of params.yaml
+    python benchmarks/lr_grid.py            # every logistic-regression run of params.yaml
     python benchmarks/lr_grid.py --tiny     # one run per family, 1 epoch, toy digits
 
 Times what the train and evaluate stages do for each run (train_seeds, then
@@ -19,12 +19,14 @@ from common import arguments, mnist2, out_dir, repo_params, save, tiny_params, t
 def main() -> None:
     args = arguments(__doc__).parse_args()
     params = repo_params()
+    run_ids = [i for i, r in params.runs.items() if r.model == "lr"]
     if args.tiny:  # the last run of each family: the largest eps of each norm and noise
-        params = tiny_params(params, list({r.family: i for i, r in params.runs.items()}.values()))
+        run_ids = list({params.runs[i].family: i for i in run_ids}.values())
+        params = tiny_params(params, run_ids)
     data = mnist2(args.tiny)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for run_id in params.runs:
+        for run_id in run_ids:
             t0 = time.perf_counter()
             train_and_evaluate(params, data, run_id, Path(tmp))
             rows.append({"run": run_id, "seconds": time.perf_counter() - t0})

@@ -62,6 +62,32 @@ def main() -> None:
                     f"**{r['ratio']:.1f}×**",
                 )
             )
+    if deep := load("deep_scale"):
+        rows.append(
+            (
+                f"Deep family per batch ({deep['setting']})",
+                "; ".join(
+                    f"{r['model']} w{r['width']} ({r['parameters']} params): "
+                    f"{r['forward_input_grad_ms']:.0f} ms forward + input gradient, "
+                    f"{r['pgd_train_step_ms']:.0f} ms PGD training step"
+                    for r in deep["rows"]
+                ),
+                "CPU scale of issue 15",
+            )
+        )
+        hvp = {(r["dtype"], r["method"]): r["s"] for r in deep["hvp"]}
+        old, new = (
+            hvp[("float64", "forward_over_reverse")],
+            hvp[("float32", "reverse_over_reverse")],
+        )
+        rows.append(
+            (
+                "CNN Hessian-vector product: float32 reverse-over-reverse vs float64 "
+                "forward-over-reverse",
+                f"{new:.2f} s vs {old:.2f} s",
+                f"**{old / new:.1f}×**",
+            )
+        )
     if mem := load("memory"):
         worst = max(mem["rows"], key=lambda r: r["peak_rss_mb"])
         rows.append(

@@ -16,7 +16,7 @@ def main(args) -> dict:
         args.models,
         params.attack_for(run).eval,
         params.noise,
-        params.evaluate,
+        params.evaluate_for(run),
         params.train_for(run).hardware.device,
     )
 

@@ -16,7 +16,7 @@ def main(args) -> dict:
         args.models,
         params.attack_for(run).train,
         params.noise.distribution,
-        params.hessian,
+        params.hessian_for(run),
         params.train_for(run).hardware.device,
     )
 

@@ -16,7 +16,7 @@ def main(args) -> dict:
         load_prepared(args.data),
         params.seeds,
         args.models,
-        params.landscape,
+        params.landscape_for(run),
         params.noise.distribution,
         params.train_for(run).hardware.device,
         out_1d=args.curve,

@@ -15,6 +15,7 @@ def main(args) -> None:
         params.runs,
         args.metrics,
         args.landscapes,
+        args.logs,
         params.model_dump(),
         data_info,
         read_yaml(args.paper),
@@ -24,4 +25,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "metrics", "landscapes", "prepared", "paper", "out", "summary")
+    run_stage(main, __doc__, "metrics", "landscapes", "logs", "prepared", "paper", "out", "summary")

@@ -192,3 +192,18 @@ def test_gaussian_noise_matches_uniform_variance():
     u = random_noise(x, "l2", 1.0, "uniform", torch.Generator().manual_seed(0)) - x
     g = random_noise(x, "l2", 1.0, "gaussian", torch.Generator().manual_seed(0)) - x
     assert abs(u.var().item() / g.var().item() - 1) < 0.03
+
+
+def test_eps_zero_is_the_identity_and_runs_no_attack():
+    from advland.core.config import AttackConfig
+    from advland.core.perturb import make_perturb
+
+    def model(x):
+        raise AssertionError("the model was called at eps 0")
+
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+    for noise in ("adv", "rand"):
+        perturb = make_perturb(
+            noise, "linf", 0.0, AttackConfig(steps=5, rel_step_size=2.5), "uniform", None
+        )
+        assert perturb(model, x, y) is x

@@ -80,6 +80,17 @@ def test_hessian_backends(tmp_path, env):
         assert 0 < row["hvp_ratio_lanczos_over_pyhessian"] < 10
 
 
+def test_deep_scale(tmp_path, env):
+    r = result(tmp_path, run_tiny(tmp_path, env, "deep_scale.py"))
+    assert [row["model"] for row in r["rows"]] == ["cnn", "resnet18"]
+    assert all(row["pgd_train_step_ms"] > row["forward_input_grad_ms"] > 0 for row in r["rows"])
+    assert {(row["dtype"], row["method"]) for row in r["hvp"]} == {
+        (d, m)
+        for d in ("float64", "float32")
+        for m in ("forward_over_reverse", "reverse_over_reverse")
+    }
+
+
 def test_landscape_batching(tmp_path, env):
     r = result(tmp_path, run_tiny(tmp_path, env, "landscape_batching.py"))
     assert {(row["grid"], row["mode"]) for row in r["rows"]} == {

@@ -87,8 +87,19 @@ def test_repo_params_and_profiles_are_valid(raw):
             lambda p: p["attack"]["mnist2"]["l2"]["train"].__setitem__("step_size", 0.1),
             r"exactly one of step_size",
         ),
-        (lambda p: p["landscape"].__setitem__("points_1d", 40), r"landscape\.points_1d.*odd"),
-        (lambda p: p["landscape"].pop("points_2d"), r"landscape\.points_2d: Field required"),
+        (
+            lambda p: p["landscape"]["mnist2"]["lr"].__setitem__("points_1d", 40),
+            r"landscape\.mnist2\.lr\.points_1d.*odd",
+        ),
+        (
+            lambda p: p["landscape"]["mnist2"]["lr"].pop("points_2d"),
+            r"landscape\.mnist2\.lr\.points_2d: Field required",
+        ),
+        (lambda p: p["hessian"].pop("mnist2"), r"needs hessian\.mnist2\.lr"),
+        (
+            lambda p: p["evaluate"]["mnist2"].__setitem__("resnet", {"batch_size": 1}),
+            r"unknown model 'resnet'",
+        ),
         (lambda p: p.pop("seeds"), r"seeds: Field required"),
         (lambda p: p.__setitem__("seeds", [0, 0]), r"seeds: a seed is listed twice"),
         (

@@ -14,6 +14,7 @@ from advland.hessian import (
     flat_objective,
     hutchinson_trace,
     lanczos,
+    lanczos_ritz,
     make_hvp,
     pyhessian_top,
 )
@@ -59,6 +60,39 @@ def test_exact_lanczos_and_pyhessian_agree_on_a_small_net(capsys):
     assert err_p < 2e-2
     assert net.training  # PyHessian leaves eval mode; pyhessian_top restores train mode
     assert all(p.grad is None for p in net.parameters())
+
+
+def small_cnn():
+    """The pipeline's 4-conv CNN at width 2 on 8x8 images (464 parameters), BatchNorm in
+    eval mode with running statistics from a few training-mode passes."""
+    from advland.core.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("cnn", (1, 8, 8), 10, width=2)
+    x, y = torch.rand(96, 1, 8, 8), torch.randint(0, 10, (96,))
+    with torch.no_grad():
+        for i in range(0, 96, 32):
+            net(x[i : i + 32])
+    return net.eval(), x, y
+
+
+def test_lanczos_on_the_cnn_matches_its_exact_spectrum_within_the_residuals():
+    net, x, y = small_cnn()
+    loss, theta = flat_objective(net.double(), x.double(), y)
+    eig = torch.linalg.eigvalsh(dense_hessian(loss, theta))
+    exact = eig.flip(0)[:3]
+    hvp = make_hvp(loss, theta)
+    converged = lanczos_ritz(hvp, theta.numel(), 3, iters=120)
+    torch.testing.assert_close(converged.values, exact, rtol=1e-8, atol=1e-10)
+    assert (converged.residuals / exact.abs()).max() < 1e-6
+    early = lanczos_ritz(hvp, theta.numel(), 3, iters=6)
+    assert (early.residuals / early.values.abs()).max() > 1e-3  # 6 steps: not converged
+    for value, residual in zip(early.values, early.residuals, strict=True):
+        assert (eig - value).abs().min() <= residual * (1 + 1e-9)  # |lambda - theta| <= r
+    net32 = net.float()
+    loss32, theta32 = flat_objective(net32, x, y)
+    top32 = lanczos(make_hvp(loss32, theta32), theta32.numel(), 3, iters=120)
+    torch.testing.assert_close(top32.double(), exact, rtol=1e-4, atol=1e-6)
 
 
 def test_convex_quadratic_spectrum_comes_back():

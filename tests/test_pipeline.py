@@ -110,18 +110,23 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
     assert "Running stage" not in again.stdout
 
 
-def test_dvc_repro_smoke_profile_resnet18(tmp_path, mnist_wheel):
-    """ResNet18 through every stage on a few hundred real MNIST images, on the CPU."""
+def test_dvc_repro_smoke_profile_deep_nets(tmp_path, mnist_wheel):
+    """ResNet18 and the 4-conv CNN through every stage on a few hundred real MNIST
+    images, on the CPU: Lanczos with residuals, the failed-run check, Claims 3 and 2."""
     repo = make_repo(tmp_path, REPO / "profiles" / "smoke.yaml")
     dvc(repo, "repro")
-    tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
-    assert len(tidy) == 3 and (tidy.model == "resnet18").all()
-    assert tidy.lambda1.notna().all() and tidy.lanczos_hvps.notna().all()
-    assert tidy.robust_test_acc.between(0, 100).all() and tidy.clean_test_acc.between(0, 100).all()
     verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert list(verdicts["claim3"]) == ["mnist-resnet18-linf"]
+    tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")
+    assert verdicts["failed_models"] == 0, tidy.run_id.tolist()
+    assert len(tidy) == 7 and set(tidy.model) == {"resnet18", "cnn"}
+    assert tidy.lambda1.notna().all() and tidy.lanczos_hvps.notna().all()
+    assert (tidy.max_rel_residual >= 0).all() and tidy.trace.notna().all()
+    assert tidy.robust_test_acc.between(0, 100).all() and tidy.clean_test_acc.between(0, 100).all()
+    assert set(verdicts["claim3"]) == {"mnist-resnet18-linf", "mnist-cnn-linf"}
+    assert list(verdicts["claim2"]) == ["mnist-cnn-linf"]
     report = (repo / "reports" / "report.md").read_text()
-    assert "Fig. 4 analogue" in report
+    assert "Fig. 4 analogue" in report and "cnn: the training objective of each epoch" in report
+    assert "Every one of the 7 trained models trained (none failed)." in report
     run = "mnist-resnet18-linf-adv-25.5_255"
     ckpt = torch.load(repo / "models" / run / "seed0.pt", weights_only=True)
     assert ckpt["best_epoch"] == 1 and "last_state_dict" in ckpt

@@ -157,7 +157,14 @@ def stage_metrics(run: Run, lam: float) -> dict[str, dict]:
     if run.noise == "adv":
         hessian["cf_lambda1"] = 1.1 * lam
     return {
-        "train": {"final_train_loss": 0.1, "weight_norm": 4.0},
+        "train": {
+            "final_train_loss": 0.1,
+            "weight_norm": 4.0,
+            "epochs": 3,
+            "plateau_change": 0.01,
+            "clean_train_acc_final": 99.0,
+            "status": "ok",
+        },
         "evaluate": {
             "eps": run.eps,
             "robust_train_acc": 99.0 - run.eps,
@@ -172,9 +179,17 @@ def stage_metrics(run: Run, lam: float) -> dict[str, dict]:
     }
 
 
-def write_run(root: Path, run: Run, lams: dict[int, float]) -> None:
-    """metrics/<stage>/<id>.json (seconds: 1, 2, 3, 4) and landscapes/{1d,2d}/<id>.csv."""
+def write_run(root: Path, run: Run, lams: dict[int, float], failed: tuple[int, ...] = ()) -> None:
+    """metrics/<stage>/<id>.json (seconds: 1, 2, 3, 4), landscapes/{1d,2d}/<id>.csv and
+    logs/train/<id>.csv; the seeds in `failed` have the training status "failed"."""
     per_stage = {seed: stage_metrics(run, lam) for seed, lam in lams.items()}
+    for seed in failed:
+        per_stage[seed]["train"] |= {"status": "failed", "failure": "clean accuracy near chance"}
+    logs = root / "logs" / "train"
+    logs.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        [{"seed": s, "epoch": e, "train_loss": 1 / e} for s in lams for e in (1, 2, 3)]
+    ).to_csv(logs / f"{run.run_id}.csv", index=False)
     for k, stage in enumerate(("train", "evaluate", "hessian", "landscape")):
         out = summarize({seed: m[stage] for seed, m in per_stage.items()}) | {"seconds": k + 1.0}
         (root / "metrics" / stage).mkdir(parents=True, exist_ok=True)
@@ -220,14 +235,27 @@ DATA_INFO = {
 }
 
 
-def make_report(root: Path, lams: dict[Run, dict[int, float]], seeds: list[int]) -> dict:
+def make_report(
+    root: Path, lams: dict[Run, dict[int, float]], seeds: list[int], failed=None
+) -> dict:
     for run, per_seed in lams.items():
-        write_run(root, run, per_seed)
+        write_run(root, run, per_seed, (failed or {}).get(run, ()))
     params = load_params(REPO / "params.yaml").model_dump() | {"seeds": seeds}
+    for run in lams:  # every run's landscape settings, as validated params would have
+        params["landscape"].setdefault(run.dataset, {})[run.model] = params["landscape"]["mnist2"][
+            "lr"
+        ]
     paper = yaml.safe_load((REPO / "reports" / "paper_values.yaml").read_text())
     runs = {run.run_id: run for run in lams}
     return build_report(
-        runs, root / "metrics", root / "landscapes", params, DATA_INFO, paper, root / "out"
+        runs,
+        root / "metrics",
+        root / "landscapes",
+        root / "logs" / "train",
+        params,
+        DATA_INFO,
+        paper,
+        root / "out",
     )
 
 
@@ -245,7 +273,9 @@ def test_report_from_fixture_metrics(one_seed):
         "claim1_closed_form",
         "claim2",
         "claim3",
+        "failed_models",
     }
+    assert verdicts["failed_models"] == 0
     assert verdicts["claim1"]["mnist2-lr-l2-adv"] == {
         "reproduced": True,
         "rho": pytest.approx(1.0),
@@ -336,8 +366,12 @@ def test_report_with_two_seeds_and_a_deep_net(tmp_path):
     assert "curves of the first seed (0) of 2" in md
     assert "Table 5 (likely CIFAR10)" in md and "| 4/255 | 81.90 | 69.73 | 12.17 |" in md
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6  # + Fig. 4 and eigenvalues of resnet18
-    assert (tmp_path / "out" / "figures" / "fig4_resnet18_landscapes.png").is_file()
+    # + resnet18's training curves, Fig. 4, 2-D landscapes and eigenvalues
+    assert page.count("data:image/png;base64,") == 8
+    assert {"resnet18_training.png", "fig4_resnet18_landscapes.png"} <= {
+        p.name for p in (tmp_path / "out" / "figures").iterdir()
+    }
+    assert "Every one of the 44 trained models trained (none failed)." in md
 
 
 def test_metrics_files_in_the_old_layout_or_corrupt_are_errors(tmp_path):
@@ -371,7 +405,8 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     shutil.copy(REPO / "reports" / "paper_values.yaml", tmp_path / "paper.yaml")
 
     def stage(paper: str) -> subprocess.CompletedProcess:
-        args = ["metrics", "landscapes", "data/prepared", paper, "reports", "summary.json"]
+        args = ["metrics", "landscapes", "logs/train", "data/prepared", paper, "reports"]
+        args.append("summary.json")
         cmd = [sys.executable, str(REPO / "stages" / "report.py"), *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
@@ -416,3 +451,39 @@ def test_report_html_renders_in_chromium(one_seed, tmp_path):
     assert summary, dom[:2000]
     assert "mnist2-lr-l2-adv" in summary[1] and ">reproduced<" in summary[1]
     assert dom.count("<img ") == 4 and dom.count("<li>") >= 3
+
+
+def test_failed_seeds_are_named_and_left_out_of_means_and_verdicts(tmp_path):
+    """A CNN family on Fashion-MNIST: PGD sharpens, noise does not. Seed 1 of the
+    largest PGD eps failed with a lambda1 that would turn Claim 3 if averaged in."""
+    lams, failed = {}, {}
+    for noise, lam in (("adv", [1, 2, 4, 8]), ("rand", [1, 1, 1.1, 1])):
+        for e, value in zip([0, 8 / 255, 16 / 255, 25.5 / 255], lam, strict=True):
+            run = Run(dataset="fashion_mnist", model="cnn", norm="linf", noise=noise, eps=e)
+            lams[run] = {0: value, 1: value}
+    largest = Run(dataset="fashion_mnist", model="cnn", norm="linf", noise="adv", eps=25.5 / 255)
+    lams[largest] = {0: 8, 1: 0.3}
+    failed[largest] = (1,)
+    root = tmp_path
+    verdicts = make_report(root, lams, [0, 1], failed)
+    claim3 = verdicts["claim3"]["fashion_mnist-cnn-linf"]
+    assert claim3["reproduced"] and claim3["rho_lambda"] == pytest.approx(1.0)
+    assert verdicts["claim2"]["fashion_mnist-cnn-linf"]["top"] == pytest.approx(8.0)
+    assert verdicts["failed_models"] == 1
+    md = (root / "out" / "report.md").read_text()
+    assert "**1 of 16 trained models failed** (in 1 run: fashion_mnist-cnn-linf-adv-25.5_255)" in md
+    assert "## Failed runs" in md
+    assert "| fashion_mnist-cnn-linf-adv-25.5_255 | 1 | clean accuracy near chance |" in md
+    tidy = pd.read_csv(root / "out" / "tables" / "runs.csv").set_index("run_id")
+    assert tidy.loc["fashion_mnist-cnn-linf-adv-25.5_255", "lambda1"] == 8.0
+    assert tidy.loc["fashion_mnist-cnn-linf-adv-25.5_255", "n_seeds"] == 1
+    # the paper's ResNet18 PGD values beside ours at equal eps, labelled as reference
+    assert "CIFAR10† PGD train / test / gap" in md and "| 63.81 / 50.98 / 12.83 |" in md
+    assert "| eps | clean train | clean test | clean gap | PGD train | PGD test | PGD gap |" in md
+
+    # every seed of a run failed: the run drops out; Claim 3 keeps its 3 other eps
+    failed[largest] = (0, 1)
+    verdicts = make_report(tmp_path / "all", lams, [0, 1], failed)
+    assert verdicts["failed_models"] == 2
+    tidy = pd.read_csv(tmp_path / "all" / "out" / "tables" / "runs.csv")
+    assert "fashion_mnist-cnn-linf-adv-25.5_255" not in set(tidy.run_id)

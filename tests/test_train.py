@@ -18,7 +18,7 @@ from advland.core.optim import learning_rate
 from advland.core.perturb import make_perturb
 from advland.data import load_prepared, prepare
 from advland.evaluate import evaluate_run
-from advland.train import Hook, fit, train_run, train_seeds
+from advland.train import Hook, fit, plateau_change, train_run, train_seeds
 
 CFG = train_config()
 ATTACK = AttackConfig(steps=10, rel_step_size=2.5)
@@ -144,6 +144,39 @@ def test_hooks_run_at_their_points_and_can_change_training(mnist2):
     assert frozen.w.abs().sum() == 0 and frozen.b == 0
 
 
+def test_failed_training_is_detected_and_named(mnist2):
+    """Frozen at w = 0 (a constant class) and gradient ascent (a diverging run) both get
+    the status "failed" with their reasons; the same run trained normally is "ok"."""
+
+    class Freeze(Hook):
+        def after_backward(self, model):
+            for p in model.parameters():
+                p.grad.zero_()
+
+    class Ascend(Hook):
+        def after_backward(self, model):
+            for p in model.parameters():
+                p.grad.neg_()
+
+    spec, cfg = lr_run("l2", "adv", 0.5), train_config(epochs=2)
+    outcomes = {
+        name: train_run(spec, mnist2, cfg, NORM_ATTACK, NOISE, 0, hooks=hooks)[1]
+        for name, hooks in (("ok", []), ("frozen", [Freeze()]), ("ascent", [Ascend()]))
+    }
+    ok, frozen, ascent = outcomes["ok"], outcomes["frozen"], outcomes["ascent"]
+    assert ok["status"] == "ok" and "failure" not in ok and ok["clean_train_acc_final"] > 90
+    assert frozen["status"] == "failed" and frozen["final_train_loss"] == pytest.approx(math.log(2))
+    assert "near chance (50%)" in frozen["failure"] and "did not fall below" in frozen["failure"]
+    assert ascent["status"] == "failed" and "did not fall below 0.95 log 2" in ascent["failure"]
+    assert ascent["clean_train_acc_final"] <= 50 and "near chance" in ascent["failure"]
+
+
+def test_plateau_change_is_the_relative_fall_over_the_last_fifth():
+    rows = [{"train_loss": v} for v in (4.0, 2.0, 1.5, 1.2, 1.1, 1.0, 1.0, 1.0, 1.0, 0.8)]
+    assert plateau_change(rows) == pytest.approx((1.0 - 0.8) / 0.8)  # 10 epochs: k = 2
+    assert math.isnan(plateau_change(rows[:1]))
+
+
 def lr_model():
     from advland.core.models import build_model
 
@@ -156,6 +189,10 @@ def test_learning_rate_schedules():
     piecewise = train_config(optimizer={"schedule": "piecewise", "milestones": [0.5, 0.75]})
     assert [learning_rate(piecewise.optimizer, p) for p in (0.1, 0.6, 0.9)] == pytest.approx(
         [0.1, 0.01, 0.001]
+    )
+    warm = train_config(optimizer={"schedule": "constant", "warmup": 0.2}).optimizer
+    assert [learning_rate(warm, p) for p in (0.0, 0.05, 0.2, 0.9)] == pytest.approx(
+        [0.0, 0.025, 0.1, 0.1]
     )
 
 

@@ -141,6 +141,11 @@ class Dataset:
             self.n_classes,
         )
 
+    def seen(self, n_trained: int, n_train: int | None, n_test: int | None) -> Dataset:
+        """subset(n_train, n_test) with the training split kept inside the first
+        n_trained examples, the ones a model was trained on (all of them for None)."""
+        return self.subset(min(n_train or n_trained, n_trained), n_test)
+
 
 def load_prepared(path: Path) -> Dataset:
     """Load a prepared .npz (no pickle allowed); errors name the file."""

@@ -126,11 +126,12 @@ def evaluate_seeds(
     cfg,
     device: str,
 ) -> dict:
-    """evaluate_run for every seed of a run, on the first cfg.n_train / cfg.n_test
-    examples; returns the per-seed accuracies and their mean (seeds.summarize)."""
-    data = data.subset(cfg.n_train, cfg.n_test)
+    """evaluate_run for every seed of a run, on the first cfg.n_train training examples
+    it was trained on and the first cfg.n_test test examples; returns the per-seed
+    accuracies and their mean (seeds.summarize)."""
     per_seed = {}
     for seed in seeds:
-        model, _ = load_model(checkpoint_path(model_dir, seed), device)
-        per_seed[seed] = evaluate_run(model, run, data, attack, noise, seed, cfg.batch_size)
+        model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
+        seen = data.seen(checkpoint["n_train"], cfg.n_train, cfg.n_test)
+        per_seed[seed] = evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size)
     return summarize(per_seed)

@@ -9,7 +9,8 @@ or a row of a linear layer) is rescaled to the norm of that filter in the weight
 At every point we record clean loss/accuracy and the training objective's
 (`obj_*`): adversarial loss with the attack re-run at that point (`rerun`, default)
 or with adversarial examples fixed at the centre (`fixed`); for random-noise runs,
-one fixed noise draw. Logistic regression evaluates many points in one batched
+one fixed noise draw. BatchNorm runs in eval mode with the running statistics of
+training, as in the hessian stage (see there why). Logistic regression evaluates many points in one batched
 computation (StackedLogisticRegression); other models go point by point.
 """
 
@@ -260,20 +261,21 @@ def landscape_seeds(
     out_2d: Path,
     partial_dir: Path,
 ) -> dict:
-    """Landscapes of every seed of a run, written as two CSVs with a `seed` column
-    (atomically, once all seeds are done); returns the curve summaries over seeds."""
-    data = data.subset(cfg.n_train, cfg.n_test)
+    """Landscapes of every seed of a run, on the first cfg.n_train examples it was
+    trained on and the first cfg.n_test test examples, written as two CSVs with a `seed`
+    column (atomically, once all seeds are done); returns the curve summaries over seeds."""
     curves, surfaces, partials, summaries = [], [], [], {}
     rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
     for seed in seeds:
         checkpoint = checkpoint_path(model_dir, seed)
-        model, _ = load_model(checkpoint, device)
+        model, payload = load_model(checkpoint, device)
+        seen = data.seen(payload["n_train"], cfg.n_train, cfg.n_test)
         dev = next(model.parameters()).device
         gen = torch.Generator().manual_seed(seed + 4)
         perturb = make_perturb(run.noise, run.norm, run.eps, cfg.pgd, distribution, gen)
         splits = {
-            "train": (data.x_train.to(dev), data.y_train.to(dev)),
-            "test": (data.x_test.to(dev), data.y_test.to(dev)),
+            "train": (seen.x_train.to(dev), seen.y_train.to(dev)),
+            "test": (seen.x_test.to(dev), seen.y_test.to(dev)),
         }
         partials.append(
             partial_path(partial_dir, run.run_id, file_digest(checkpoint), cfg.model_dump())

@@ -189,6 +189,39 @@ def fit(
     return history, best
 
 
+NEAR_CHANCE = 0.1  # failed: clean accuracy below chance + 10% of the way to 100%
+MIN_FALL = 0.05  # failed: training objective above 95% of the uniform predictor's log K
+PLATEAU_WINDOW = 0.2  # the plateau is judged over the last 20% of the epochs
+
+
+def training_status(final_loss: float, clean_acc: float, n_classes: int) -> tuple[str, str | None]:
+    """("ok", None) or ("failed", reason). A run failed when its clean training accuracy
+    is near chance (below c + NEAR_CHANCE (100 - c), c = 100 / K) or its training
+    objective did not fall below (1 - MIN_FALL) log K, the loss of the uniform predictor
+    (and of logistic regression at w = 0) under any perturbation."""
+    reasons = []
+    chance = 100 / n_classes
+    if clean_acc < chance + NEAR_CHANCE * (100 - chance):
+        reasons.append(f"clean training accuracy {clean_acc:.1f}% is near chance ({chance:.0f}%)")
+    if final_loss >= (1 - MIN_FALL) * math.log(n_classes):
+        reasons.append(
+            f"training objective {final_loss:.4f} did not fall below "
+            f"{1 - MIN_FALL:.2f} log {n_classes} = {(1 - MIN_FALL) * math.log(n_classes):.4f}"
+        )
+    return ("failed", "; ".join(reasons)) if reasons else ("ok", None)
+
+
+def plateau_change(history: list[dict]) -> float:
+    """Relative fall of the epoch training loss over the last PLATEAU_WINDOW of the
+    epochs, (L[-1-k] - L[-1]) / L[-1] with k = max(1, round(PLATEAU_WINDOW * epochs)):
+    near 0 when training has plateaued; nan with a single epoch."""
+    if len(history) < 2:
+        return float("nan")
+    k = min(len(history) - 1, max(1, round(PLATEAU_WINDOW * len(history))))
+    last = history[-1]["train_loss"]
+    return (history[-1 - k]["train_loss"] - last) / last
+
+
 def weight_norm(model: nn.Module) -> float:
     """||w||_2 for logistic regression (bias excluded); ||theta||_2 otherwise."""
     if hasattr(model, "w"):
@@ -265,13 +298,21 @@ def train_run(
     if best is not None:
         model.load_state_dict(best["state_dict"])
     final_loss = objective_value(model, x, y, perturb, cfg.batch_size)
+    clean_acc = accuracy(model, x, y, None, cfg.batch_size)
+    status, reason = training_status(final_loss, clean_acc, data.n_classes)
     summary = {
         "final_train_loss": final_loss,
+        "clean_train_acc_final": clean_acc,
+        "plateau_change": plateau_change(history),
         "weight_norm": weight_norm(model),
         "epochs": cfg.epochs,
         "n_train": len(x),
         "best_epoch": best["epoch"] if best else cfg.epochs,
+        "status": status,
     }
+    if reason:
+        summary["failure"] = reason
+        log.warning("%s: training FAILED: %s", name, reason)
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "last_state_dict": last_state,

@@ -146,6 +146,7 @@ class OptimizerConfig(Strict):
     weight_decay: NonNegativeFloat
     schedule: Literal["constant", "cosine", "piecewise"]
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.0  # linear lr warm-up, fraction of training
 
     @field_validator("name")
     @classmethod
@@ -205,6 +206,7 @@ class HessianConfig(Strict):
     pyhessian: bool
     trace_samples: PositiveInt
     n_samples: PositiveInt | None = None
+    dtype: Literal["float64", "float32"] = "float64"  # float32: 5-10x faster conv HVPs on CPU
 
 
 class LandscapeConfig(Strict):
@@ -226,6 +228,9 @@ class LandscapeConfig(Strict):
         return v
 
 
+PER_MODEL = ("train", "evaluate", "hessian", "landscape")  # sections keyed dataset, model
+
+
 class Params(Strict):
     seeds: list[int] = Field(min_length=1)
     prepare: PrepareConfig
@@ -233,9 +238,9 @@ class Params(Strict):
     train: dict[Dataset, dict[str, TrainConfig]]  # per dataset, per model
     attack: dict[Dataset, dict[str, NormAttack]]  # per dataset, per norm
     noise: NoiseConfig
-    evaluate: EvaluateConfig
-    hessian: HessianConfig
-    landscape: LandscapeConfig
+    evaluate: dict[Dataset, dict[str, EvaluateConfig]]  # per dataset, per model
+    hessian: dict[Dataset, dict[str, HessianConfig]]
+    landscape: dict[Dataset, dict[str, LandscapeConfig]]
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""
@@ -248,6 +253,15 @@ class Params(Strict):
 
     def attack_for(self, run: Run) -> NormAttack:
         return self.attack[run.dataset][run.norm]
+
+    def evaluate_for(self, run: Run) -> EvaluateConfig:
+        return self.evaluate[run.dataset][run.model]
+
+    def hessian_for(self, run: Run) -> HessianConfig:
+        return self.hessian[run.dataset][run.model]
+
+    def landscape_for(self, run: Run) -> LandscapeConfig:
+        return self.landscape[run.dataset][run.model]
 
 
 def _loc(loc: tuple) -> str:
@@ -283,8 +297,9 @@ def _check_runs(params: Params) -> None:
             raise ParamsError(
                 f"{where}: model 'lr' is binary; use it with {' or '.join(BINARY_DATASETS)}"
             )
-        if run.model not in params.train.get(run.dataset, {}):
-            raise ParamsError(f"{where}: needs train.{run.dataset}.{run.model}")
+        for section in PER_MODEL:
+            if run.model not in getattr(params, section).get(run.dataset, {}):
+                raise ParamsError(f"{where}: needs {section}.{run.dataset}.{run.model}")
         if run.norm not in params.attack.get(run.dataset, {}):
             raise ParamsError(f"{where}: needs attack.{run.dataset}.{run.norm}")
         if run.dataset not in params.prepare.datasets:
@@ -304,9 +319,10 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         lines = [f"  {_loc(e['loc']) or '(top level)'}: {e['msg']}{_got(e)}" for e in err.errors()]
         raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines)) from None
     try:
-        for models in params.train.values():
-            for model in models:
-                MODELS.check(model)
+        for section in PER_MODEL:
+            for models in getattr(params, section).values():
+                for model in models:
+                    MODELS.check(model)
         for norms in params.attack.values():
             for norm in norms:
                 NORMS.check(norm)

@@ -1,4 +1,4 @@
-"""Models: binary logistic regression and a CIFAR-style ResNet18, one loss for both.
+"""Models: binary logistic regression, a small CNN and a CIFAR-style ResNet18, one loss.
 
 A model maps images in [0,1] to logits: shape (N,) for a binary model (one logit,
 class 1 when positive) and (N, K) for a K-class model. MODELS maps a name to its
@@ -114,6 +114,38 @@ class ResNet18(nn.Module):
         return self.head(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+class SmallCNN(nn.Module):
+    """Four 3x3 conv layers (widths w, w, 2w, 2w), each with BatchNorm and ReLU, a 2x2
+    max-pool after the second and the fourth, and one linear layer on the flattened
+    features. Standardization happens inside, as in ResNet18."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: int,
+        side: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        w = width
+        self.features = nn.Sequential(
+            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
+            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.head = nn.Linear(2 * w * (side // 4) ** 2, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((x - self.mean) / self.std).flatten(1))
+
+
 MODELS: Registry = Registry("model")
 
 
@@ -130,6 +162,13 @@ def build_resnet18(shape: tuple[int, ...], n_classes: int, width: int | None = 6
     """CIFAR-style ResNet18 on 1- or 3-channel images, standardized inside."""
     mean, std = CHANNEL_STATS[shape[0]]
     return ResNet18(shape[0], n_classes, width or 64, mean, std)
+
+
+@MODELS.register("cnn")
+def build_cnn(shape: tuple[int, ...], n_classes: int, width: int | None = 16) -> nn.Module:
+    """The 4-conv CNN with BatchNorm (SmallCNN), default width 16."""
+    mean, std = CHANNEL_STATS[shape[0]]
+    return SmallCNN(shape[0], n_classes, width or 16, shape[1], mean, std)
 
 
 def build_model(name: str, shape: tuple[int, ...], n_classes: int, width: int | None = None):

@@ -1,7 +1,9 @@
 """Optimizers by name (OPTIMIZERS) and the learning-rate schedules.
 
 Schedules, at a fraction p in [0, 1) of training: constant lr; cosine
-lr (1 + cos(pi p)) / 2; piecewise lr 0.1^(number of milestones <= p).
+lr (1 + cos(pi p)) / 2; piecewise lr 0.1^(number of milestones <= p). With
+`warmup` = w > 0 the rate is first scaled by p / w while p < w (linear warm-up, which
+keeps a fresh network from diverging in its first steps at a large rate).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Opt
 
 def learning_rate(cfg, progress: float) -> float:
     """lr at a fraction `progress` in [0,1) of training (see the module doc)."""
+    scale = min(1.0, progress / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return scale * cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "piecewise":
-        return cfg.lr * 0.1 ** sum(progress >= m for m in cfg.milestones)
-    return cfg.lr
+        return scale * cfg.lr * 0.1 ** sum(progress >= m for m in cfg.milestones)
+    return scale * cfg.lr

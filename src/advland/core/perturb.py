@@ -66,5 +66,8 @@ def make_perturb(
     generator: torch.Generator | None,
 ) -> Perturb:
     """The perturbation `noise` (adv/rand) of a norm and eps; `attack` is a
-    config.AttackConfig, `distribution` the random noise's."""
+    config.AttackConfig, `distribution` the random noise's. At eps = 0 every perturbation
+    is the identity, and no attack is run."""
+    if eps == 0:
+        return lambda model, x, y: x
     return PERTURBATIONS[noise].build(norm, eps, attack, distribution, generator)

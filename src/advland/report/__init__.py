@@ -17,7 +17,7 @@ import pandas as pd
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
 from advland.report import deep_nets, main_paper
-from advland.report.data import STAGES, collect, collect_seeds
+from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
 from advland.report.tables import eps_label, verdict_table
@@ -66,6 +66,18 @@ def setup(params: dict, data_info: dict[str, dict], runs: pd.DataFrame) -> Docum
     return doc
 
 
+def failed_note(failed: pd.DataFrame, n_runs: int, n_seeds: int) -> str:
+    """One sentence on failed training runs for the Summary."""
+    if failed.empty:
+        return f"Every one of the {n_runs * n_seeds} trained models trained (none failed)."
+    runs_hit = failed.run_id.nunique()
+    return (
+        f"**{len(failed)} of {n_runs * n_seeds} trained models failed** (in {runs_hit} "
+        f"run{'s' * (runs_hit > 1)}: {', '.join(sorted(failed.run_id.unique()))}); they are "
+        "left out of every mean and verdict and listed under Failed runs."
+    )
+
+
 def summary(verdicts: list[Verdict]) -> dict:
     """{claim key: {subject: {reproduced, the numbers, seeds_agree, n_seeds}}} for
     `dvc metrics show/diff`; a number that is not finite becomes null."""
@@ -85,22 +97,21 @@ def build_report(
     runs: dict[str, Run],
     metrics_dir: Path,
     landscapes_dir: Path,
+    logs_dir: Path,
     params: dict,
     data_info: dict[str, dict],
     paper: dict,
     out_dir: Path,
 ) -> dict:
     """Write report.md, report.html, figures/*.png and tables/runs.csv under out_dir;
-    return the verdict summary (see `summary`)."""
+    return the verdict summary (see `summary`) and the number of failed models."""
     out_dir = Path(out_dir)
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
-    attack = params["landscape"]["attack"]
-    studies = [
-        study.study(table, per_seed, Path(landscapes_dir), paper, figures, attack)
-        for study in (main_paper, deep_nets)
-    ]
+    failed = failures(runs, metrics_dir)
+    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures)
+    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets)]
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])
 
@@ -114,10 +125,19 @@ def build_report(
     )
     doc.h("Summary")
     doc.table(verdict_table(verdicts, [n for s in studies for n in s.not_run]))
+    doc.p(failed_note(failed, len(runs), n_seeds))
     for s in studies:
         doc.blocks += s.highlights
     for s in studies:
         doc.extend(s.section)
+    if not failed.empty:
+        doc.h("Failed runs")
+        doc.p(
+            "Training failed (advland.train.training_status: clean training accuracy near "
+            "chance, or a training objective that did not fall below that of the uniform "
+            "predictor). These seeds are left out of every mean, table and verdict above."
+        )
+        doc.table(failed)
     doc.h("Stage wall times (seconds)")
     doc.p("Per run, a stage's time covers all its seeds.")
     doc.table(wall_times(table), ".1f")
@@ -128,4 +148,4 @@ def build_report(
         md.write_text(doc.markdown(out_dir))
         page.write_text(doc.html(TITLE))
         table.to_csv(csv, index=False)
-    return summary(verdicts)
+    return summary(verdicts) | {"failed_models": len(failed)}

@@ -2,12 +2,15 @@
 
 `metrics/<stage>/<run_id>.json` holds {"n_seeds", "seeds": {seed: metrics},
 "mean": metrics, "ci95": metrics (with >= 2 seeds), "seconds"}. A file that is
-missing, corrupt or in another layout raises DataError naming it.
+missing, corrupt or in another layout raises DataError naming it. Seeds whose training
+failed (status "failed" in metrics/train) are left out of every mean and verdict and
+listed by `failures`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +18,22 @@ import yaml
 
 from advland.core.config import Run
 from advland.core.errors import DataError
+from advland.seeds import summarize
 
 STAGES = ("train", "evaluate", "hessian", "landscape")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a study reads besides the runs' metrics, and where its figures go."""
+
+    landscapes: Path  # landscapes/{1d,2d}/<run_id>.csv
+    logs: Path  # logs/train/<run_id>.csv: per-epoch training rows
+    paper: dict  # reports/paper_values.yaml
+    params: dict  # params.yaml, validated
+    figures: Path
+
+
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net
 
 
@@ -62,14 +79,37 @@ def run_fields(run: Run) -> dict:
     }
 
 
+def failed_seeds(metrics_dir: Path, run_id: str) -> dict[int, str]:
+    """{seed: reason} for the seeds of a run whose training failed."""
+    seeds = read_stage_metrics(metrics_dir, "train", run_id)["seeds"]
+    return {int(s): m.get("failure", "") for s, m in seeds.items() if m.get("status") == "failed"}
+
+
+def failures(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
+    """One row per failed seed: run_id, seed, reason."""
+    rows = [
+        {"run_id": run_id, "seed": seed, "reason": reason}
+        for run_id in runs
+        for seed, reason in failed_seeds(metrics_dir, run_id).items()
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "seed", "reason"])
+
+
 def collect(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
-    """One row per run: its fields, then per stage the mean over seeds of every metric,
-    `<metric>_ci95` (with >= 2 seeds), `n_seeds` and `<stage>_seconds`."""
+    """One row per run with a seed that trained: its fields, then per stage the mean over
+    those seeds of every metric, `<metric>_ci95` (with >= 2 seeds), `n_seeds` and
+    `<stage>_seconds`."""
     rows = []
     for run in runs.values():
+        failed = failed_seeds(metrics_dir, run.run_id)
+        if len(failed) == read_stage_metrics(metrics_dir, "train", run.run_id)["n_seeds"]:
+            continue
         row = run_fields(run)
         for stage in STAGES:
             m = read_stage_metrics(metrics_dir, stage, run.run_id)
+            ok = {int(s): v for s, v in m["seeds"].items() if int(s) not in failed}
+            if failed and ok:
+                m = summarize(ok) | {"seconds": m.get("seconds", float("nan"))}
             new = {k: v for k, v in m["mean"].items() if k not in row}
             ci95 = m.get("ci95", {})
             row |= new | {f"{k}_ci95": ci95[k] for k in new if k in ci95}
@@ -80,12 +120,16 @@ def collect(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
 
 
 def collect_seeds(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
-    """One row per run and seed: the run's fields, `seed`, and that seed's metrics."""
+    """One row per run and seed that trained: the run's fields, `seed`, and that seed's
+    metrics."""
     rows: dict[tuple[str, int], dict] = {}
     for run in runs.values():
+        failed = failed_seeds(metrics_dir, run.run_id)
         for stage in STAGES:
             seeds = read_stage_metrics(metrics_dir, stage, run.run_id)["seeds"]
             for seed, metrics in seeds.items():
+                if int(seed) in failed:
+                    continue
                 key = (run.run_id, int(seed))
                 row = rows.setdefault(key, run_fields(run) | {"seed": int(seed)})
                 row |= {k: v for k, v in metrics.items() if k not in row}
@@ -98,17 +142,27 @@ def subjects(runs: pd.DataFrame):
         yield f"{dataset}-{model}-{norm}" + (f"-{tag}" if tag else ""), g
 
 
-def read_landscape(path: Path, seed: int) -> pd.DataFrame:
-    """The rows of one seed in a landscape CSV (1D: alpha; 2D: alpha, beta)."""
+def read_rows(path: Path, seed: int, kind: str) -> pd.DataFrame:
+    """The rows of one seed in a per-seed CSV (a landscape or a training log)."""
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the landscape stage first)") from None
+        raise DataError(f"{path}: not found (run the {kind} stage first)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
     if "seed" not in frame:
-        raise DataError(f"{path}: no `seed` column; re-run the landscape stage")
+        raise DataError(f"{path}: no `seed` column; re-run the {kind} stage")
     rows = frame[frame.seed == seed]
     if rows.empty:
         raise DataError(f"{path}: has no rows for seed {seed}")
     return rows
+
+
+def read_landscape(path: Path, seed: int) -> pd.DataFrame:
+    """The rows of one seed in a landscape CSV (1D: alpha; 2D: alpha, beta)."""
+    return read_rows(path, seed, "landscape")
+
+
+def read_training_log(path: Path, seed: int) -> pd.DataFrame:
+    """The per-epoch rows of one seed in a training log (epoch, lr, train_loss, ...)."""
+    return read_rows(path, seed, "train")

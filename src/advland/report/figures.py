@@ -1,5 +1,5 @@
 """Figures: 1D landscapes (the paper's Figs. 2 and 4), top eigenvalues against eps
-(Fig. 3) and 2D landscapes as filled contours. One panel per family.
+(Fig. 3), 2D landscapes as filled contours and training curves. One panel per family.
 
 Axes carry units: eps in 1/255 for Linf, alpha and beta in filter-normalized units
 (a step of 1 moves every filter by its own norm; for logistic regression ||d|| = ||w||).
@@ -8,6 +8,7 @@ Axes carry units: eps in 1/255 for Linf, alpha and beta in filter-normalized uni
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from advland.core.io import atomic_outputs  # noqa: E402
 from advland.core.norms import NORMS  # noqa: E402
-from advland.report.data import read_landscape  # noqa: E402
+from advland.report.data import read_landscape, read_training_log  # noqa: E402
 from advland.report.stats import linear_fit  # noqa: E402
 from advland.report.tables import eps_label  # noqa: E402
 
@@ -52,8 +53,11 @@ def eps_axis(norm: str) -> str:
     return "eps" + NORMS[norm].plot_unit
 
 
-def notes(per_seed: pd.DataFrame, attack: str) -> tuple[str, str, str]:
-    """What the figures show: the seed of the curves, the points, the objective."""
+def notes(per_seed: pd.DataFrame, landscape: dict) -> tuple[str, str, str]:
+    """What the figures show: the seed of the curves, the points, the objective
+    (`landscape` is params.yaml's section, per dataset and model)."""
+    pairs = per_seed[["dataset", "model"]].drop_duplicates().itertuples(index=False)
+    modes = {landscape[d][m]["attack"] for d, m in pairs}
     seeds = list(dict.fromkeys(per_seed.seed))
     curves = (
         f"seed {seeds[0]}"
@@ -63,27 +67,56 @@ def notes(per_seed: pd.DataFrame, attack: str) -> tuple[str, str, str]:
     points = "one seed" if len(seeds) == 1 else f"means over {len(seeds)} seeds, bars 95% CIs"
     objective = (
         "PGD re-run at every point for `adv` runs, one fixed noise draw for `rand` runs"
-        if attack == "rerun"
+        if modes == {"rerun"}
         else "inputs perturbed once at the trained weights and then held fixed"
+        if modes == {"fixed"}
+        else "the attack re-run or held fixed per model, as `landscape` in params.yaml says"
     )
     return curves, points, objective
+
+
+def curves_per_eps(
+    runs: pd.DataFrame, read: Callable[[str], pd.DataFrame], x: str, y: str, xlabel: str, out: Path
+) -> Path:
+    """A panel per family, a curve of column y against x per eps (log y); `read` gives
+    a run id's rows."""
+    fig, panels = family_axes(sorted(runs.family.unique()))
+    for family, ax in panels:
+        g = runs[runs.family == family].sort_values("eps")
+        colors = plt.cm.viridis(np.linspace(0, 0.95, len(g)))
+        for (_, r), color in zip(g.iterrows(), colors, strict=True):
+            rows = read(r.run_id)
+            ax.plot(rows[x], rows[y], color=color, lw=1.2, label=eps_label(r.eps, r.norm))
+        ax.set(title=family, xlabel=xlabel, ylabel=OBJECTIVE)
+        ax.set_yscale("log")
+        ax.legend(title="eps", fontsize=6, title_fontsize=7)
+    return save(fig, out)
 
 
 def landscape_1d(
     runs: pd.DataFrame, landscapes: Path, seed: int, out: Path, column: str = "train_obj_loss"
 ) -> Path:
     """The training objective along one filter-normalized direction, a curve per eps."""
-    fig, panels = family_axes(sorted(runs.family.unique()))
-    for family, ax in panels:
-        g = runs[runs.family == family].sort_values("eps")
-        colors = plt.cm.viridis(np.linspace(0, 0.95, len(g)))
-        for (_, r), color in zip(g.iterrows(), colors, strict=True):
-            c = read_landscape(landscapes / "1d" / f"{r.run_id}.csv", seed)
-            ax.plot(c.alpha, c[column], color=color, lw=1.2, label=eps_label(r.eps, r.norm))
-        ax.set(title=family, xlabel="alpha (filter-normalized units)", ylabel=OBJECTIVE)
-        ax.set_yscale("log")
-        ax.legend(title="eps", fontsize=6, title_fontsize=7)
-    return save(fig, out)
+    return curves_per_eps(
+        runs,
+        lambda run_id: read_landscape(landscapes / "1d" / f"{run_id}.csv", seed),
+        "alpha",
+        column,
+        "alpha (filter-normalized units)",
+        out,
+    )
+
+
+def training_curves(runs: pd.DataFrame, logs: Path, seed: int, out: Path) -> Path:
+    """The training objective of every epoch (the mean over its batches), a curve per eps."""
+    return curves_per_eps(
+        runs,
+        lambda run_id: read_training_log(logs / f"{run_id}.csv", seed),
+        "epoch",
+        "train_loss",
+        "epoch",
+        out,
+    )
 
 
 def eigenvalues(runs: pd.DataFrame, out: Path, prefix: str = "lambda") -> Path:

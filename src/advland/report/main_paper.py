@@ -13,13 +13,11 @@ The criteria are fixed here, before any number is seen:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from advland.core.norms import NORMS
 from advland.report import figures as figs
-from advland.report.data import LINEAR_MODELS, subjects
+from advland.report.data import LINEAR_MODELS, Inputs, subjects
 from advland.report.render import Figure
 from advland.report.stats import (
     RATIO_MIN,
@@ -171,14 +169,7 @@ def theory_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def study(
-    runs: pd.DataFrame,
-    per_seed: pd.DataFrame,
-    landscapes: Path,
-    paper: dict,
-    out: Path,
-    attack: str,
-) -> Study:
+def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
     """Verdicts on Claims 1 and 2, the paper's Tables 1-4 beside ours, Figs. 2 and 3."""
     s = Study()
     doc = s.section
@@ -204,7 +195,8 @@ def study(
     doc.h("λ1 with adversarial and with random-noise training", 3)
     doc.table(ratio_table(lr))
 
-    curves, points, objective = figs.notes(lr_seeds, attack)
+    curves, points, objective = figs.notes(lr_seeds, inputs.params["landscape"])
+    landscapes, out = inputs.landscapes, inputs.figures
     s.highlights = [
         Figure(
             figs.eigenvalues(lr, out / "fig3_eigenvalues.png"),
@@ -229,7 +221,7 @@ def study(
         "the run's own training noise): compare the paper with `noise`, and read PGD as the "
         "stronger test."
     )
-    tables = paper.get("tables", {})
+    tables = inputs.paper.get("tables", {})
     for family in sorted(lr.family.unique()):
         ref = tables.get(family)
         doc.h(ref["title"] if ref else f"{family} (no paper values)", 4)
