@@ -27,7 +27,8 @@ def add_run(key: str, **fields):
 
 def test_repo_params_and_profiles_are_valid(raw):
     params = parse_params(raw)
-    assert len(params.runs) == 28 and params.seeds == [0]
+    models = [r.model for r in params.runs.values()]
+    assert (models.count("lr"), models.count("cnn"), params.seeds) == (28, 8, [0])
     assert {r.norm for r in params.runs.values()} == {"l2", "linf"}
     for profile in sorted((REPO / "profiles").glob("*.yaml")):
         assert load_params(profile).runs, profile

@@ -69,7 +69,8 @@ def mixed_params(tmp_path: Path) -> Path:
         NET_RUN: {"dataset": "fashion_mnist", "model": "resnet18", "norm": "linf",
                   "noise": "adv", "eps": "8/255"}
     }  # fmt: skip
-    params["train"]["fashion_mnist"] = smoke["train"]["mnist"]
+    for section in ("train", "evaluate", "hessian", "landscape"):
+        params[section]["fashion_mnist"] = {"resnet18": smoke[section]["mnist"]["resnet18"]}
     params["attack"]["fashion_mnist"] = copy.deepcopy(smoke["attack"]["mnist"])
     params["attack"]["mnist2"]["linf"] = copy.deepcopy(smoke["attack"]["mnist"]["linf"])
     path = tmp_path / "params.yaml"
@@ -130,6 +131,20 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     edit_yaml(repo, lambda p: p["train"]["mnist2"]["lr"].__setitem__("epochs", 7))
     assert changed_stages(repo) == per_run(LR_RUNS, *downstream) | {"report"}
     (repo / "params.yaml").write_text(original)
+
+    for section, key in (
+        ("evaluate", "n_train"),
+        ("hessian", "n_samples"),
+        ("landscape", "n_train"),
+    ):
+        edit_yaml(
+            repo, lambda p, s=section, k=key: p[s]["fashion_mnist"]["resnet18"].update({k: 9})
+        )
+        assert changed_stages(repo) == per_run([NET_RUN], section) | {"report"}, section
+        (repo / "params.yaml").write_text(original)
+        edit_yaml(repo, lambda p, s=section, k=key: p[s]["mnist2"]["lr"].update({k: 9}))
+        assert changed_stages(repo) == per_run(LR_RUNS, section) | {"report"}, section
+        (repo / "params.yaml").write_text(original)
 
     (repo / "data/prepared/fashion_mnist.npz").write_text("other data\n")
     assert changed_stages(repo) == {"prepare@fashion_mnist", "report"} | per_run(

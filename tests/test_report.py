@@ -313,7 +313,8 @@ def test_report_from_fixture_metrics(one_seed):
         md.index("<details>"),
     ]
     assert order == sorted(order) and md.rstrip().endswith("</details>")
-    assert "| train | 18 | 18.0 | 1.0 | 1.0 |" in md  # 18 runs of 1 s
+    assert "| lr | train | 18 | 18.0 | 1.0 | 1.0 |" in md  # 18 runs of 1 s
+    assert "| lr | all four | 18 | 180.0 |  |  |" in md  # 18 runs of 1 + 2 + 3 + 4 s
     assert "![fig3_eigenvalues](figures/fig3_eigenvalues.png)" in md
 
     page = (root / "out" / "report.html").read_text()

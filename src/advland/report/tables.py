@@ -57,6 +57,7 @@ SHARPNESS = [
     "lambda2",
     "lambda3",
     "trace",
+    "max_rel_residual",
     "scaled_lambda1",
     "cf_lambda1",
     "curvature_1d",
@@ -64,8 +65,9 @@ SHARPNESS = [
 
 
 def sharpness_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: ||w||, top Hessian eigenvalues and trace of the training objective,
-    lambda1 ||w||^2, the closed-form objective's lambda1 and the 1D curvature."""
+    """Per run: ||w||, top Hessian eigenvalues and trace of the training objective, the
+    largest Lanczos residual relative to its eigenvalue, lambda1 ||w||^2, the
+    closed-form objective's lambda1 and the 1D curvature."""
     columns = [c for c in SHARPNESS if c in runs and runs[c].notna().any()]
     rows = []
     for _, r in runs.iterrows():
