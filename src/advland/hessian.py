@@ -65,9 +65,8 @@ def dense_hessian(
 
 
 def make_hvp(loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> HVP:
-    """v -> H v = d(g . v)/dtheta, reverse over reverse (on the CPU faster for conv
-    nets than forward over reverse: 1.0 vs 1.9 s for the 4-conv CNN at width 16 on
-    1000 images in float32; benchmarks/deep_scale.py)."""
+    """v -> H v = d(g . v)/dtheta, reverse over reverse: on the CPU as fast as forward
+    over reverse or faster for the CNN (benchmarks/deep_scale.py)."""
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         t = theta.detach().requires_grad_()
