@@ -79,10 +79,18 @@ def run_fields(run: Run) -> dict:
     }
 
 
-def failed_seeds(metrics_dir: Path, run_id: str) -> dict[int, str]:
-    """{seed: reason} for the seeds of a run whose training failed."""
-    seeds = read_stage_metrics(metrics_dir, "train", run_id)["seeds"]
-    return {int(s): m.get("failure", "") for s, m in seeds.items() if m.get("status") == "failed"}
+def run_metrics(metrics_dir: Path, run_id: str) -> dict[str, dict]:
+    """{stage: metrics} of one run, each file read once."""
+    return {stage: read_stage_metrics(metrics_dir, stage, run_id) for stage in STAGES}
+
+
+def failed_seeds(train: dict) -> dict[int, str]:
+    """{seed: reason} for the seeds whose training failed, from a run's train metrics."""
+    return {
+        int(s): m.get("failure", "")
+        for s, m in train["seeds"].items()
+        if m.get("status") == "failed"
+    }
 
 
 def failures(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
@@ -90,7 +98,7 @@ def failures(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     rows = [
         {"run_id": run_id, "seed": seed, "reason": reason}
         for run_id in runs
-        for seed, reason in failed_seeds(metrics_dir, run_id).items()
+        for seed, reason in failed_seeds(read_stage_metrics(metrics_dir, "train", run_id)).items()
     ]
     return pd.DataFrame(rows, columns=["run_id", "seed", "reason"])
 
@@ -101,14 +109,14 @@ def collect(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     `<stage>_seconds`."""
     rows = []
     for run in runs.values():
-        failed = failed_seeds(metrics_dir, run.run_id)
-        if len(failed) == read_stage_metrics(metrics_dir, "train", run.run_id)["n_seeds"]:
+        metrics = run_metrics(metrics_dir, run.run_id)
+        failed = failed_seeds(metrics["train"])
+        if len(failed) == metrics["train"]["n_seeds"]:
             continue
         row = run_fields(run)
-        for stage in STAGES:
-            m = read_stage_metrics(metrics_dir, stage, run.run_id)
+        for stage, m in metrics.items():
             ok = {int(s): v for s, v in m["seeds"].items() if int(s) not in failed}
-            if failed and ok:
+            if failed:
                 m = summarize(ok) | {"seconds": m.get("seconds", float("nan"))}
             new = {k: v for k, v in m["mean"].items() if k not in row}
             ci95 = m.get("ci95", {})
@@ -124,15 +132,15 @@ def collect_seeds(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     metrics."""
     rows: dict[tuple[str, int], dict] = {}
     for run in runs.values():
-        failed = failed_seeds(metrics_dir, run.run_id)
-        for stage in STAGES:
-            seeds = read_stage_metrics(metrics_dir, stage, run.run_id)["seeds"]
-            for seed, metrics in seeds.items():
+        metrics = run_metrics(metrics_dir, run.run_id)
+        failed = failed_seeds(metrics["train"])
+        for m in metrics.values():
+            for seed, values in m["seeds"].items():
                 if int(seed) in failed:
                     continue
                 key = (run.run_id, int(seed))
                 row = rows.setdefault(key, run_fields(run) | {"seed": int(seed)})
-                row |= {k: v for k, v in metrics.items() if k not in row}
+                row |= {k: v for k, v in values.items() if k not in row}
     return pd.DataFrame(list(rows.values()))
 
 

@@ -12,10 +12,12 @@ Runs whose training failed never enter them (report.data.collect).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from advland.report import figures as figs
-from advland.report.data import LINEAR_MODELS, Inputs, subjects
+from advland.report.data import LINEAR_MODELS, Inputs, read_training_log, subjects
 from advland.report.main_paper import claim2, ratio_table
 from advland.report.stats import RATIO_MIN, RHO_MIN, NotRun, Study, Verdict, decide, spearman
 from advland.report.tables import eps_label, fmt, paper_table, sharpness_table
@@ -95,10 +97,21 @@ def accuracy_table(runs: pd.DataFrame, family: str, paper: dict) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def training_table(runs: pd.DataFrame) -> pd.DataFrame:
+def absolute_falls(seeds: pd.DataFrame, logs: Path) -> dict[str, float]:
+    """run_id -> mean over seeds of the epoch loss's fall over the last 20% of epochs:
+    plateau_change is relative to the last epoch's loss, so times that seed's last loss."""
+    falls: dict[str, list[float]] = {}
+    for r in seeds.itertuples():
+        last = read_training_log(logs / f"{r.run_id}.csv", r.seed).train_loss.iloc[-1]
+        falls.setdefault(r.run_id, []).append(r.plateau_change * last)
+    return {run_id: sum(v) / len(v) for run_id, v in falls.items()}
+
+
+def training_table(runs: pd.DataFrame, seeds: pd.DataFrame, logs: Path) -> pd.DataFrame:
     """Per run: epochs, the final training objective, how much the epoch training loss
-    still fell over the last 20% of the epochs (relative, and absolute, about the
-    final objective's scale), and clean training accuracy."""
+    still fell over the last 20% of the epochs (relative, and absolute), and clean
+    training accuracy."""
+    falls = absolute_falls(seeds, logs)
     return pd.DataFrame(
         [
             {
@@ -107,7 +120,7 @@ def training_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "epochs": int(r.epochs),
                 "final objective": fmt(r, "final_train_loss"),
                 "fall over the last 20% of epochs": fmt(r, "plateau_change", ".2%", ".1%"),
-                "absolute fall": f"{r.plateau_change * r.final_train_loss:.4f}",
+                "absolute fall": f"{falls[r.run_id]:.4f}",
                 "clean train acc (%)": fmt(r, "clean_train_acc_final", ".2f", ".2f"),
             }
             for _, r in runs.sort_values(["family", "eps"]).iterrows()
@@ -122,7 +135,7 @@ def model_section(s: Study, m: pd.DataFrame, seeds: pd.DataFrame, inputs: Inputs
     curves, points, objective = figs.notes(seeds, inputs.params["landscape"])
     doc.h(model, 3)
     doc.h("Training", 4)
-    doc.table(training_table(m))
+    doc.table(training_table(m, seeds, inputs.logs))
     doc.figure(
         figs.training_curves(m, inputs.logs, seed, out / f"{model}_training.png"),
         f"{model}: the training objective of each epoch, one curve per eps ({curves}). "
