@@ -3,8 +3,10 @@
 The objective is mean_i loss(model(x_i + delta_i), y_i) where delta_i is the run's
 perturbation (perturb.PERTURBATIONS), recomputed at every step: a PGD attack (adv)
 or a fresh noise draw (rand). eps = 0 gives standard training, and then `adv` and
-`rand` runs are identical. Add-ons (eps schedules, weight perturbations) plug into
-`fit` through `Hook`s instead of copies of the loop.
+`rand` runs are identical. Add-ons (eps schedules, weight perturbations: advland.remedies)
+plug into `fit` through `Hook`s instead of copies of the loop; an optimizer with
+`needs_closure` (EntropySGD) gets a closure that recomputes the perturbation of the same
+clean batch, and the batch gradient, at its current weights.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from advland.core.optim import learning_rate, make_optimizer
 from advland.core.perturb import Perturb, make_perturb
 from advland.data import Dataset
 from advland.evaluate import accuracy
+from advland.remedies import remedy_hooks
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
@@ -136,6 +139,7 @@ def fit(
                 xb = augment(xb, generators[0])
             if hw.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
+            clean = xb
             with autocast:
                 xb = perturb(model, xb, yb)  # the attack needs no gradient sync: bare model
                 for hook in hooks:
@@ -151,7 +155,14 @@ def fit(
             mean.backward()
             for hook in hooks:
                 hook.after_backward(model)
-            opt.step()
+            if getattr(opt, "needs_closure", False):
+                opt.step(
+                    lambda clean=clean, yb=yb: _batch_gradient(
+                        net, model, opt, perturb, clean, yb, autocast
+                    )
+                )
+            else:
+                opt.step()
             loss_sum += loss.sum().item()
             correct += (predict(logits.detach()) == yb).sum().item()
         row = {
@@ -189,6 +200,16 @@ def fit(
     return history, best
 
 
+def _batch_gradient(net, model, opt, perturb, x, y, autocast) -> torch.Tensor:
+    """The closure of an optimizer that needs one: the batch's perturbation recomputed at
+    the current weights, then the mean loss's gradient in .grad."""
+    with autocast:
+        loss = per_example_loss(net(perturb(model, x, y)).float(), y).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
 NEAR_CHANCE = 0.1  # failed: clean accuracy below chance + 10% of the way to 100%
 MIN_FALL = 0.05  # failed: training objective above 95% of the uniform predictor's log K
 PLATEAU_WINDOW = 0.2  # the plateau is judged over the last 20% of the epochs
@@ -220,6 +241,14 @@ def plateau_change(history: list[dict]) -> float:
     k = min(len(history) - 1, max(1, round(PLATEAU_WINDOW * len(history))))
     last = history[-1]["train_loss"]
     return (history[-1 - k]["train_loss"] - last) / last
+
+
+def gradients_per_step(cfg: TrainConfig) -> int:
+    """Weight gradients per optimizer step: EntropySGD's L inner steps, AWP's ascent step
+    (+1 when on from the first epoch), else 1. PGD's input gradients are not counted."""
+    if cfg.optimizer.entropy is not None:
+        return cfg.optimizer.entropy.inner_steps
+    return 2 if cfg.awp.gamma > 0 and cfg.awp.start_epoch == 0 else 1
 
 
 def weight_norm(model: nn.Module) -> float:
@@ -265,9 +294,18 @@ def train_run(
         model.to(memory_format=torch.channels_last)
     if hw.compile:
         model.forward = torch.compile(model.forward)
-    perturb = make_perturb(
-        run.noise, run.norm, run.eps, attack.train, noise.distribution, generators[1]
-    )
+
+    def build(eps: float, step_scale: float = 1.0) -> Perturb:
+        train_attack = attack.train
+        if step_scale != 1.0 and train_attack.step_size is not None:
+            train_attack = train_attack.model_copy(
+                update={"step_size": train_attack.step_size * step_scale}
+            )
+        return make_perturb(
+            run.noise, run.norm, eps, train_attack, noise.distribution, generators[1]
+        )
+
+    perturb, remedies = remedy_hooks(cfg, run.eps, build)
     select = None
     if cfg.select.best:
         x_sel = data.x_test[: cfg.select.n].to(device)
@@ -293,6 +331,7 @@ def train_run(
         resume = resume_dir / f"{run.run_id}-{key}.pt"
     name = f"{run.run_id} seed {seed}"
     log.info("%s: training on %d examples for %d epochs on %s", name, len(x), cfg.epochs, device)
+    hooks = (*remedies, *hooks)
     history, best = fit(model, x, y, cfg, perturb, generators, name, select, resume, hooks)
     last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if best is not None:
@@ -306,6 +345,7 @@ def train_run(
         "plateau_change": plateau_change(history),
         "weight_norm": weight_norm(model),
         "epochs": cfg.epochs,
+        "gradient_epochs": cfg.epochs * gradients_per_step(cfg),
         "n_train": len(x),
         "best_epoch": best["epoch"] if best else cfg.epochs,
         "status": status,

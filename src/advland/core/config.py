@@ -73,6 +73,7 @@ class Run(Strict):
     noise: str
     eps: float
     tag: str | None = None
+    train: dict | None = None  # partial TrainConfig over train.<dataset>.<model> (needs a tag)
 
     _eps = field_validator("eps", mode="before")(parse_eps)
 
@@ -139,6 +140,34 @@ class PrepareConfig(Strict):
     download_timeout_s: PositiveFloat
 
 
+class EntropyConfig(Strict):
+    """EntropySGD (remedies.EntropySGD): `inner_steps` SGLD steps of size `inner_lr` and
+    thermal noise `noise` per outer step, averaging `alpha`, scope gamma_0 (1 + gamma_1)^t."""
+
+    inner_steps: PositiveInt = 20
+    inner_lr: PositiveFloat = 0.1
+    noise: NonNegativeFloat = 1e-4
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.75
+    gamma0: PositiveFloat = 0.03
+    gamma1: NonNegativeFloat = 1e-3
+
+
+class EpsScheduleConfig(Strict):
+    """eps warm-up (Liu et al. 2020) over the first `epochs` epochs, capped at the run's eps:
+    linear min(eps, eps_max t / T), cosine min(eps, eps_max (1 - cos(pi t / T)) / 2)."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    eps_max_ratio: PositiveFloat = 2.0  # eps_max = ratio x the run's eps
+    epochs: PositiveInt | None = None  # T (None: all training epochs)
+
+
+class AWPConfig(Strict):
+    """Adversarial weight perturbation (Wu et al. 2020): ||v_l|| = gamma ||w_l|| per layer."""
+
+    gamma: NonNegativeFloat = 0.0  # 0: off
+    start_epoch: NonNegativeInt = 0  # AWP from this epoch on (0-based)
+
+
 class OptimizerConfig(Strict):
     name: str
     lr: PositiveFloat
@@ -147,11 +176,18 @@ class OptimizerConfig(Strict):
     schedule: Literal["constant", "cosine", "piecewise"]
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.0  # linear lr warm-up, fraction of training
+    entropy: EntropyConfig | None = None  # entropy_sgd's settings (remedies.EntropySGD)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return OPTIMIZERS.check(v)
+
+    @model_validator(mode="after")
+    def _entropy(self) -> OptimizerConfig:
+        if (self.name == "entropy_sgd") != (self.entropy is not None):
+            raise ValueError("entropy: give it exactly when name is entropy_sgd")
+        return self
 
 
 class ModelConfig(Strict):
@@ -187,6 +223,8 @@ class TrainConfig(Strict):
     hardware: HardwareConfig = HardwareConfig()
     select: SelectConfig = SelectConfig()
     checkpoint_every: NonNegativeInt = 0  # resume checkpoints every n epochs (0: none)
+    eps_schedule: EpsScheduleConfig = EpsScheduleConfig()
+    awp: AWPConfig = AWPConfig()
 
 
 class NoiseConfig(Strict):
@@ -249,7 +287,16 @@ class Params(Strict):
         return self.runs[run_id]
 
     def train_for(self, run: Run) -> TrainConfig:
-        return self.train[run.dataset][run.model]
+        """train.<dataset>.<model>, with the run's `train` overrides deep-merged over it."""
+        base = self.train[run.dataset][run.model]
+        if not run.train:
+            return base
+        try:
+            return TrainConfig.model_validate(deep_merge(base.model_dump(), run.train))
+        except ValidationError as err:
+            where = f"runs.{run.run_id}.train"
+            problems = [f"{where}.{_loc(e['loc'])}: {e['msg']}{_got(e)}" for e in err.errors()]
+            raise ParamsError("; ".join(problems)) from None
 
     def attack_for(self, run: Run) -> NormAttack:
         return self.attack[run.dataset][run.norm]
@@ -262,6 +309,15 @@ class Params(Strict):
 
     def landscape_for(self, run: Run) -> LandscapeConfig:
         return self.landscape[run.dataset][run.model]
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`; mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = deep_merge(out[key], value) if both else value
+    return out
 
 
 def _loc(loc: tuple) -> str:
@@ -293,6 +349,8 @@ def _check_runs(params: Params) -> None:
             raise ParamsError(
                 f"{where}: its fields make the id {run.run_id!r}; use that as the key"
             )
+        if run.train is not None and not run.tag:
+            raise ParamsError(f"{where}.train: a run with train overrides needs a tag")
         if run.model == "lr" and run.dataset not in BINARY_DATASETS:
             raise ParamsError(
                 f"{where}: model 'lr' is binary; use it with {' or '.join(BINARY_DATASETS)}"
@@ -307,6 +365,7 @@ def _check_runs(params: Params) -> None:
                 f"{where}: uses dataset {run.dataset!r}, which prepare.datasets does not list "
                 f"({', '.join(params.prepare.datasets)})"
             )
+        params.train_for(run)  # the merged overrides validate
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
