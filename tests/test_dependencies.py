@@ -175,3 +175,26 @@ def stages_using(module: str, users: dict[str, set[str]], runs: list[str]) -> se
         else:
             out |= per_run(runs, stage)
     return out
+
+
+REMEDY = "mnist2-lr-l2-adv-0.5-awp"
+REMEDY_RUN = LR_RUNS["mnist2-lr-l2-adv-0.5"] | {"tag": "awp", "train": {"awp": {"gamma": 0.005}}}
+
+
+@pytest.mark.slow
+def test_a_run_with_train_overrides_reruns_exactly_its_stages(tmp_path):
+    """A remedy run added by a params edit (as `dvc exp run -S '+runs={<id>: ...}'` does)
+    adds exactly its four stages; changing its overrides reruns exactly those."""
+    repo = make_repo(tmp_path, mixed_params(tmp_path))
+    dvc(repo, "config", "parsing.bool", "boolean_optional")  # as the project's .dvc/config
+    fake_outputs(repo)
+    dvc(repo, "commit", "--force", "--quiet")
+    edit_yaml(repo, lambda p: p["runs"].__setitem__(REMEDY, REMEDY_RUN))
+    assert changed_stages(repo) == per_run([REMEDY], *STAGES[1:5]) | {"report"}
+    fake_outputs(repo)
+    dvc(repo, "commit", "--force", "--quiet")
+    assert changed_stages(repo) == set()
+    for override in ({"awp": {"gamma": 0.01}}, {"select": {"best": False}}):
+        edit_yaml(repo, lambda p, o=override: p["runs"][REMEDY].__setitem__("train", o))
+        assert changed_stages(repo) == per_run([REMEDY], *STAGES[1:5]) | {"report"}, override
+        dvc(repo, "commit", "--force", "--quiet")

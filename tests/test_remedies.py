@@ -169,14 +169,15 @@ def quadratic_step(a, w0, **kw) -> tuple[torch.Tensor, EntropySGD]:
 
 
 def test_entropy_sgd_gradient_is_the_local_entropy_gradient_on_a_quadratic():
-    """Without noise the SGLD mean converges to mu = gamma w / (a + gamma), so the gradient
-    is gamma (w - mu) = a gamma / (a + gamma) w: F's curvature a gamma / (a + gamma)."""
+    """Without noise the SGLD mean converges to mu = gamma w / (a + gamma), so
+    grad F = gamma (w - mu) = a gamma / (a + gamma) w (F's curvature a gamma / (a + gamma));
+    the step uses grad F / gamma = w - mu."""
     a, gamma = torch.tensor([0.5, 2.0, 8.0], dtype=torch.float64), 1.0
     w0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     grad, _, w = quadratic_step(
         a, w0, inner_steps=400, inner_lr=0.05, noise=0.0, alpha=0.75, gamma0=gamma, gamma1=0.0
     )
-    assert torch.allclose(grad, a * gamma / (a + gamma) * w0, atol=1e-10)
+    assert torch.allclose(gamma * grad, a * gamma / (a + gamma) * w0, atol=1e-10)
     assert torch.allclose(w.detach(), w0 - 0.1 * grad)  # the outer SGD step, at w
 
 
@@ -191,7 +192,7 @@ def test_entropy_sgd_finite_inner_loop_matches_the_recursion():
     mu = w0.clone()
     for k in range(1, 4):
         mu = (1 - alpha) * mu + alpha * (m + r**k * (w0 - m))
-    assert torch.allclose(grad, gamma * (w0 - mu), atol=1e-12)
+    assert torch.allclose(grad, w0 - mu, atol=1e-12)
 
 
 def test_entropy_sgd_noise_samples_the_gibbs_measure_at_temperature_s2_over_2():
@@ -209,7 +210,7 @@ def test_entropy_sgd_noise_samples_the_gibbs_measure_at_temperature_s2_over_2():
 
     closure()
     opt.step(closure)
-    mu = w0 - w.grad / gamma  # alpha = 1: mu is the last inner iterate
+    mu = w0 - w.grad  # alpha = 1: mu is the last inner iterate
     c = a + gamma
     assert mu.mean().item() == pytest.approx(gamma / c, abs=3 * s / math.sqrt(c * n))
     assert mu.var().item() == pytest.approx(s**2 / (c * (2 - eta * c)), rel=0.05)

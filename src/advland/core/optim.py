@@ -12,10 +12,13 @@ from w' = w, each with the gradient of the batch loss at w' (the closure; in tra
 recomputes the attack at w'):
     w' <- w' - eta' (grad L(w') + wd w' + gamma (w' - w)) + s sqrt(eta') N(0, I),
     mu <- (1 - alpha) mu + alpha w';
-then heavy-ball momentum SGD at lr on gamma_t (w - mu), gamma_t = gamma_0 (1 + gamma_1)^t
-over outer steps t. The SGLD samples exp(-(L + gamma/2 ||w - w'||^2) / T) at temperature
-T = s^2 / 2; for a quadratic L = a w^2/2 its mean gamma w / (a + gamma) does not depend on
-T, and F has curvature a gamma / (a + gamma). One outer step costs L gradients.
+then heavy-ball momentum SGD at lr on w - mu = grad F / gamma_t, as the reference
+implementation does (ucla-vision/entropy-sgd, python/optim.py: lr = 1 moves w to mu),
+gamma_t = gamma_0 (1 + gamma_1)^t over outer steps t. The SGLD samples
+exp(-(L + gamma/2 ||w - w'||^2) / T) at temperature T = s^2 / 2 (the reference's noise
+is sqrt(2) larger: T = s^2); for a quadratic L = a w^2/2 its mean gamma w / (a + gamma)
+does not depend on T, and F has curvature a gamma / (a + gamma), so w - mu = a w / (a + gamma).
+One outer step costs L gradients (the first is the one at w that fit computed).
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class EntropySGD(torch.optim.Optimizer):
                 m.mul_(1 - alpha).add_(p, alpha=alpha)
         for (g, p, w), m in zip(groups, mu, strict=True):
             p.copy_(w)
-            p.grad = self.gamma(g) * (w - m)  # grad F, kept for inspection
+            p.grad = w - m  # grad F / gamma_t, kept for inspection
             step = p.grad
             if g["momentum"] > 0:
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
