@@ -28,7 +28,7 @@ def add_run(key: str, **fields):
 def test_repo_params_and_profiles_are_valid(raw):
     params = parse_params(raw)
     models = [r.model for r in params.runs.values()]
-    assert (models.count("lr"), models.count("cnn"), params.seeds) == (28, 8, [0])
+    assert (models.count("lr"), models.count("cnn"), params.seeds) == (36, 9, [0])
     assert {r.norm for r in params.runs.values()} == {"l2", "linf"}
     for profile in sorted((REPO / "profiles").glob("*.yaml")):
         assert load_params(profile).runs, profile

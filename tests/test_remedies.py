@@ -6,6 +6,7 @@ import copy
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -17,6 +18,8 @@ from advland.core.models import build_model, per_example_loss
 from advland.core.optim import EntropySGD, make_optimizer
 from advland.core.perturb import make_perturb
 from advland.remedies import AWP, EpsWarmup, awp_parameters, warmup_eps
+from advland.report import remedies as remedies_report
+from advland.report.data import Inputs
 from advland.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,3 +284,62 @@ def test_bad_overrides_name_the_key(raw, train, tag, expected):
         bad["runs"][key]["tag"] = tag
     with pytest.raises(ParamsError, match=expected):
         parse_params(bad)
+
+
+# the report's remedies study ------------------------------------------------------
+
+
+def remedy_frames(tmp_path, remedy: dict, curve_plain, curve_remedy, tag="awp", g_epochs=None):
+    """A plain and a tagged run of one setting (one seed), with training logs."""
+    base = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": 1.0,
+            "seed": 0, "lambda1": 2.0, "trace": 3.0, "robust_train_acc": 99.0,
+            "robust_test_acc": 98.0, "robust_gap": 1.0, "epochs": len(curve_plain),
+            "train_seconds": 1.0}  # fmt: skip
+    plain = base | {"run_id": "p", "tag": ""}
+    other = base | {"run_id": "r", "tag": tag, "epochs": len(curve_remedy)} | remedy
+    if g_epochs:
+        other["gradient_epochs"] = g_epochs
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    for run_id, curve in (("p", curve_plain), ("r", curve_remedy)):
+        rows = [{"seed": 0, "epoch": e + 1, "train_loss": v} for e, v in enumerate(curve)]
+        pd.DataFrame(rows).to_csv(logs / f"{run_id}.csv", index=False)
+    frame = pd.DataFrame([plain, other])
+    inputs = Inputs(tmp_path, logs, {}, {}, tmp_path)
+    return frame, frame, inputs
+
+
+@pytest.mark.parametrize(
+    "tag, remedy, expected",
+    [
+        ("awp", {"lambda1": 1.5, "robust_gap": 0.5}, True),
+        ("awp", {"lambda1": 1.5, "robust_gap": 1.5}, False),
+        ("warmup_cos", {"lambda1": 1.5, "robust_test_acc": 97.95}, True),
+        ("warmup_lin", {"lambda1": 1.5, "robust_test_acc": 97.8}, False),
+        ("warmup_lin", {"lambda1": 2.5, "robust_test_acc": 99.0}, False),
+    ],
+)
+def test_remedy_verdicts_follow_the_numbers(tmp_path, tag, remedy, expected):
+    runs, seeds, inputs = remedy_frames(tmp_path, remedy, [1, 0.5, 0.4], [1, 0.5, 0.4], tag)
+    (verdict,) = remedies_report.study(runs, seeds, inputs).verdicts
+    assert verdict.reproduced is expected and verdict.subject == "r"
+    assert (tmp_path / "remedies.png").is_file()
+
+
+def test_esgd_verdict_counts_gradient_epochs(tmp_path):
+    """The target is the larger last loss, 0.3. Plain reaches it in epoch 3; EntropySGD
+    (L = 5 gradients per epoch) in its 1st epoch, which is 5 gradient epochs: not fewer.
+    Had epochs been counted as outer steps (1 < 3) it would have passed."""
+    plain = [1.0, 0.5, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    runs, seeds, inputs = remedy_frames(
+        tmp_path, {"robust_test_acc": 98.5}, plain, [0.3, 0.3], "esgd", g_epochs=10
+    )
+    (v,) = remedies_report.study(runs, seeds, inputs).verdicts
+    assert v.numbers["target_loss"] == pytest.approx(0.3)
+    assert (v.numbers["grad_epochs"], v.numbers["grad_epochs_plain"]) == (5, 3)
+    assert not v.reproduced
+    runs, seeds, inputs = remedy_frames(
+        tmp_path, {"robust_test_acc": 98.5}, plain, [0.3, 0.3], "esgd", g_epochs=2
+    )  # L = 1: 1 gradient epoch < 3, and more robust
+    (v,) = remedies_report.study(runs, seeds, inputs).verdicts
+    assert v.reproduced

@@ -273,6 +273,9 @@ def test_report_from_fixture_metrics(one_seed):
         "claim1_closed_form",
         "claim2",
         "claim3",
+        "remedy_warmup",
+        "remedy_esgd",
+        "remedy_awp",
         "failed_models",
     }
     assert verdicts["failed_models"] == 0

@@ -2,7 +2,8 @@
 
 Everything is computed from the pipeline's metrics and landscapes. Each study states
 its own criteria (main_paper: Claims 1 and 2 on logistic regression; deep_nets:
-Claim 3); the report gives them in this order: a Summary of every verdict with the
+Claim 3, both on the untagged runs only; remedies: tagged remedy runs against their
+plain runs); the report gives them in this order: a Summary of every verdict with the
 figures that carry the story, the studies' sections, stage wall times, and, collapsed
 at the end, the set-up actually used and every parameter.
 """
@@ -16,7 +17,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import deep_nets, main_paper
+from advland.report import deep_nets, main_paper, remedies
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -122,7 +123,9 @@ def build_report(
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
     failed = failures(runs, metrics_dir)
     inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures)
-    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets)]
+    plain, plain_seeds = table[table.tag == ""], per_seed[per_seed.tag == ""]
+    studies = [study.study(plain, plain_seeds, inputs) for study in (main_paper, deep_nets)]
+    studies.append(remedies.study(table, per_seed, inputs))
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])
 

@@ -23,6 +23,9 @@ CLAIMS = {  # summary key -> how the report names it
     "claim1_closed_form": "1: the same on the closed-form objective",
     "claim2": "2: random noise sharpens much less",
     "claim3": "3: deep nets get sharper, with a larger robust gap",
+    "remedy_warmup": "Liu: eps warm-up keeps robust accuracy, lowers λ1",
+    "remedy_esgd": "Kanai: EntropySGD trains faster, more robust",
+    "remedy_awp": "Wu: AWP lowers λ1 and narrows the robust gap",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).
@@ -52,7 +55,7 @@ def linear_fit(x, y) -> tuple[float, float, float]:
 
 @dataclass
 class Verdict:
-    claim: str  # the summary key: claim1, claim1_scaled, claim1_closed_form, claim2, claim3
+    claim: str  # the summary key: a key of CLAIMS
     subject: str
     reproduced: bool
     numbers: dict[str, float]
