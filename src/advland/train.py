@@ -336,7 +336,7 @@ def train_run(
     last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if best is not None:
         model.load_state_dict(best["state_dict"])
-    final_loss = objective_value(model, x, y, perturb, cfg.batch_size)
+    final_loss = objective_value(model, x, y, build(run.eps), cfg.batch_size)  # at full eps
     clean_acc = accuracy(model, x, y, None, cfg.batch_size)
     status, reason = training_status(final_loss, clean_acc, data.n_classes)
     summary = {
