@@ -265,6 +265,7 @@ def test_overrides_deep_merge_over_the_model_settings(raw):
     assert cfg.awp.gamma == 0.01 and cfg.optimizer.lr == 0.05
     assert cfg.optimizer.momentum == base.optimizer.momentum and cfg.epochs == base.epochs
     assert base.awp.gamma == 0  # the shared settings are untouched
+    assert {run: 1}[run] == 1  # a run with overrides stays hashable
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,9 @@ class Run(Strict):
             raise ValueError("a tag is lower-case letters, digits and _ (e.g. awp, warmup_cos)")
         return v
 
+    def __hash__(self) -> int:  # by the id: the `train` overrides are a (unhashable) dict
+        return hash(self.run_id)
+
     @property
     def family(self) -> str:
         """The curve this run belongs to in the figures: the id without eps."""
