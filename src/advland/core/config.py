@@ -9,7 +9,10 @@ rand: uniform noise), eps (a number, or "K/255") and an optional tag (a variant 
 a remedy). The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
 with Linf eps on the 1/255 grid written K_255, e.g. `mnist2-lr-linf-adv-8_255`; a key
 that does not match its fields is an error. Every field is part of the id, so the
-stage name `train@<id>` pins the whole run.
+stage name `train@<id>` pins the whole run, except an optional `train:` mapping: a
+partial TrainConfig deep-merged over train.<dataset>.<model> for that run alone
+(`Params.train_for`), allowed only with a tag (e.g. mnist2-lr-l2-adv-1-awp with
+`train: {awp: {gamma: 0.005}}`); dvc.yaml tracks it in each per-run command.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class PrepareConfig(Strict):
 
 
 class EntropyConfig(Strict):
-    """EntropySGD (remedies.EntropySGD): `inner_steps` SGLD steps of size `inner_lr` and
+    """EntropySGD (core.optim.EntropySGD): `inner_steps` SGLD steps of size `inner_lr` and
     thermal noise `noise` per outer step, averaging `alpha`, scope gamma_0 (1 + gamma_1)^t."""
 
     inner_steps: PositiveInt = 20
@@ -179,7 +182,7 @@ class OptimizerConfig(Strict):
     schedule: Literal["constant", "cosine", "piecewise"]
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.0  # linear lr warm-up, fraction of training
-    entropy: EntropyConfig | None = None  # entropy_sgd's settings (remedies.EntropySGD)
+    entropy: EntropyConfig | None = None  # entropy_sgd's settings (core.optim.EntropySGD)
 
     @field_validator("name")
     @classmethod
