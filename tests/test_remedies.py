@@ -20,7 +20,7 @@ from advland.core.perturb import make_perturb
 from advland.remedies import AWP, EpsWarmup, awp_parameters, warmup_eps
 from advland.report import remedies as remedies_report
 from advland.report.data import Inputs
-from advland.train import fit
+from advland.train import fit, gradient_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +142,13 @@ def test_awp_on_logistic_regression_perturbs_w_not_b_and_changes_the_gradient():
     assert loss_awp > loss_plain
     assert (g_awp - g_plain).norm() > 0.05 * g_plain.norm()
     assert torch.allclose(model.linear.weight, w0)
+
+
+def test_gradient_epochs_count_every_weight_gradient():
+    assert gradient_epochs(train_config(epochs=20)) == 20
+    assert gradient_epochs(train_config(epochs=20, awp={"gamma": 0.01, "start_epoch": 5})) == 35
+    esgd = {"name": "entropy_sgd", "entropy": {"inner_steps": 5}}
+    assert gradient_epochs(train_config(epochs=4, optimizer=esgd)) == 20
 
 
 def test_awp_start_epoch_defers_it():

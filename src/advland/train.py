@@ -243,12 +243,12 @@ def plateau_change(history: list[dict]) -> float:
     return (history[-1 - k]["train_loss"] - last) / last
 
 
-def gradients_per_step(cfg: TrainConfig) -> int:
-    """Weight gradients per optimizer step: EntropySGD's L inner steps, AWP's ascent step
-    (+1 when on from the first epoch), else 1. PGD's input gradients are not counted."""
+def gradient_epochs(cfg: TrainConfig) -> int:
+    """Epochs of weight gradients: EntropySGD takes L per step, AWP one more per step from
+    its start epoch on; PGD's input gradients are not counted."""
     if cfg.optimizer.entropy is not None:
-        return cfg.optimizer.entropy.inner_steps
-    return 2 if cfg.awp.gamma > 0 and cfg.awp.start_epoch == 0 else 1
+        return cfg.epochs * cfg.optimizer.entropy.inner_steps
+    return cfg.epochs + (max(0, cfg.epochs - cfg.awp.start_epoch) if cfg.awp.gamma > 0 else 0)
 
 
 def weight_norm(model: nn.Module) -> float:
@@ -345,7 +345,7 @@ def train_run(
         "plateau_change": plateau_change(history),
         "weight_norm": weight_norm(model),
         "epochs": cfg.epochs,
-        "gradient_epochs": cfg.epochs * gradients_per_step(cfg),
+        "gradient_epochs": gradient_epochs(cfg),
         "n_train": len(x),
         "best_epoch": best["epoch"] if best else cfg.epochs,
         "status": status,
