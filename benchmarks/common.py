@@ -136,12 +136,14 @@ def trained_model(params: Params, run_id: str, data: Dataset, directory: Path) -
 
 
 def stage_argv(stage: str, item: str | Run | None = None) -> list[str]:
-    """`stage`'s script and arguments from its cmd in dvc.yaml, for one foreach item (a
+    """`stage`'s script and arguments from its cmd in DVC, for one foreach item (a
     dataset name or a Run), as `python script args` without the warm launcher
     (advland.core.warm). It runs from any folder: its paths stay relative, the script is
     this repository's."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    cmd = spec["do"]["cmd"] if "do" in spec else spec["cmd"]
+    own = ROOT / "stages" / stage / "dvc.yaml"  # per-run stages have their own file
+    pipeline = own if own.is_file() else ROOT / "dvc.yaml"
+    spec = yaml.safe_load(pipeline.read_text())["stages"][stage]
+    cmd = (spec["do"]["cmd"] if "do" in spec else spec["cmd"]).split("#")[0]  # no comment
     if isinstance(item, Run):
         values = {"key": item.run_id} | {f"item.{k}": str(v) for k, v in item.model_dump().items()}
     else:

@@ -17,6 +17,13 @@ from test_pipeline import dvc, make_repo
 STAGES = ("prepare", "train", "evaluate", "hessian", "landscape", "report")
 
 
+def pipeline_file(stage: str) -> Path:
+    """Where a stage is declared: per-run stages in stages/<stage>/dvc.yaml (each
+    with its own lock), the others in the top-level dvc.yaml."""
+    own = REPO / "stages" / stage / "dvc.yaml"
+    return own if own.is_file() else REPO / "dvc.yaml"
+
+
 def imported_modules(stage: str) -> set[str]:
     """The advland source files a stage script imports, from a fresh interpreter."""
     code = (
@@ -33,7 +40,7 @@ def imported_modules(stage: str) -> set[str]:
 
 def declared_code_deps(stage: str) -> set[str]:
     """The .py files (folders expanded) that dvc.yaml lists as the stage's deps."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load(pipeline_file(stage).read_text())["stages"]
     spec = stages[stage].get("do", stages[stage])
     files = set()
     for dep in spec["deps"]:
@@ -108,7 +115,8 @@ def edit_yaml(repo: Path, edit) -> None:
 
 
 def per_run(runs, *stages: str) -> set[str]:
-    return {f"{s}@{r}" for r in runs for s in stages}
+    """DVC's names of the per-run stages, which live in stages/<stage>/dvc.yaml."""
+    return {f"stages/{s}/dvc.yaml:{s}@{r}" for r in runs for s in stages}
 
 
 @pytest.mark.slow
