@@ -1,4 +1,5 @@
-"""hessian: top-k eigenvalues and trace of the training objective, every seed of one run."""
+"""hessian: top-k eigenvalues and trace of the training objective, every seed of one run,
+and its spectrum (eigenvalues, top eigenvectors)."""
 
 from advland.core.config import load_params
 from advland.core.stage import run_stage
@@ -18,8 +19,10 @@ def main(args) -> dict:
         params.noise.distribution,
         params.hessian_for(run),
         params.train_for(run).hardware.device,
+        args.values,
+        args.vectors,
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "models", "metrics")
+    run_stage(main, __doc__, "run", "data", "models", "values", "vectors", "metrics")

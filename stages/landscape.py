@@ -1,4 +1,5 @@
-"""landscape: filter-normalized 1D curve and 2D surface, every seed of one run."""
+"""landscape: 1D curve and 2D surface along filter-normalized random directions and along
+the Hessian's top eigenvectors, every seed of one run."""
 
 from pathlib import Path
 
@@ -19,11 +20,23 @@ def main(args) -> dict:
         params.landscape_for(run),
         params.noise.distribution,
         params.train_for(run).hardware.device,
-        out_1d=args.curve,
-        out_2d=args.surface,
+        args.vectors,
+        (args.curve, args.surface, args.eigen_curve, args.eigen_surface),
         partial_dir=Path("landscapes/.partial"),
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "models", "curve", "surface", "metrics")
+    run_stage(
+        main,
+        __doc__,
+        "run",
+        "data",
+        "models",
+        "vectors",
+        "curve",
+        "surface",
+        "eigen_curve",
+        "eigen_surface",
+        "metrics",
+    )

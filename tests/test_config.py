@@ -98,6 +98,22 @@ def test_repo_params_and_profiles_are_valid(raw):
         ),
         (lambda p: p["hessian"].pop("mnist2"), r"needs hessian\.mnist2\.lr"),
         (
+            lambda p: p["hessian"]["fashion_mnist"]["cnn"].__setitem__("spectrum_k", 51),
+            r"hessian\.fashion_mnist\.cnn: .*spectrum_k \(51\) is more than lanczos_iters \(50\)",
+        ),
+        (
+            lambda p: p["hessian"]["mnist2"]["lr"].__setitem__("spectrum_k", "most"),
+            r"hessian\.mnist2\.lr\.spectrum_k",
+        ),
+        (
+            lambda p: p["landscape"]["mnist2"]["lr"].__setitem__("eigen_points_1d", 20),
+            r"landscape\.mnist2\.lr\.eigen_points_1d.*odd",
+        ),
+        (
+            lambda p: p["landscape"]["mnist2"]["lr"].__setitem__("eigen_points_2d", 2),
+            r"landscape\.mnist2\.lr\.eigen_points_2d.*0 \(none\) or at least 3",
+        ),
+        (
             lambda p: p["evaluate"]["mnist2"].__setitem__("resnet", {"batch_size": 1}),
             r"unknown model 'resnet'",
         ),

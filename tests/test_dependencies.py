@@ -94,7 +94,8 @@ def fake_outputs(repo: Path) -> None:
     ]
     for run in params["runs"]:
         files += [f"models/{run}/seed0.pt", f"logs/train/{run}.csv"]
-        files += [f"landscapes/{k}/{run}.csv" for k in ("1d", "2d")]
+        files += [f"landscapes/{k}/{run}.csv" for k in ("1d", "2d", "eigen1d", "eigen2d")]
+        files += [f"spectra/values/{run}.csv", f"spectra/vectors/{run}.pt"]
         files += [f"metrics/{s}/{run}.json" for s in ("train", "evaluate", "hessian", "landscape")]
     files += ["reports/report.md", "reports/report.html", "reports/figures/f.png"]
     files += ["reports/tables/runs.csv", "metrics/summary.json"]

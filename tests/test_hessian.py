@@ -142,3 +142,73 @@ def test_adversarial_term_sharpens():
         for e in (0.0, 0.5, 1.0)
     ]
     assert tops[0] < tops[1] < tops[2]
+
+
+def lr_problem(n_features: int = 12, n: int = 300):
+    """Logistic regression on random inputs, its weights fitted roughly by a few
+    gradient steps (so that the Hessian has a spread spectrum)."""
+    from advland.core.models import LogisticRegression
+
+    g = torch.Generator().manual_seed(3)
+    model = LogisticRegression(n_features).double()
+    x = torch.rand(n, n_features, generator=g, dtype=torch.float64)
+    y = (x[:, 0] + 0.3 * torch.randn(n, generator=g, dtype=torch.float64) > 0.5).long()
+    torch.nn.init.normal_(model.linear.weight, generator=g)
+    return model, x, y
+
+
+def test_saved_lr_spectrum_is_eigvalsh_of_the_dense_autograd_hessian(tmp_path):
+    import pandas as pd
+
+    from advland.core.config import HessianConfig, Run
+    from advland.hessian import save_spectra, sharpness_run
+
+    model, x, y = lr_problem()
+    run = Run(dataset="mnist2", model="lr", norm="l2", noise="rand", eps=0.0)
+    cfg = HessianConfig(
+        top_k=3, backend="auto", lanczos_iters=5, pyhessian=False, trace_samples=1,
+        spectrum_k="all",
+    )  # fmt: skip
+    loss, theta = flat_objective(model, x, y)
+    h = torch.autograd.functional.hessian(loss, theta)  # plain autograd, not torch.func
+    eig = torch.linalg.eigvalsh(h).flip(0)
+    metrics, spectrum = sharpness_run(model, run, x, y, lambda m, xb, yb: xb, cfg, 1.0)
+    save_spectra({0: spectrum}, tmp_path / "v.csv", tmp_path / "v.pt")
+    saved = pd.read_csv(tmp_path / "v.csv")
+    assert len(saved) == theta.numel() == 13 and saved["rank"].tolist() == list(range(1, 14))
+    saved_eig = torch.tensor(saved.eigenvalue.to_numpy())
+    torch.testing.assert_close(saved_eig, eig, rtol=1e-10, atol=1e-14)
+    assert saved.residual.isna().all() and set(saved.method) == {"exact"}
+    assert metrics["lambda1"] == saved.eigenvalue[0]
+    vectors = torch.load(tmp_path / "v.pt", weights_only=True)[0]
+    assert vectors.shape == (2, 13)
+    for v, lam in zip(vectors, eig[:2], strict=True):
+        torch.testing.assert_close(h @ v, lam * v, rtol=0, atol=1e-12)
+        assert v[v.abs().argmax()] > 0  # the sign convention
+    again = tmp_path / "again.pt"
+    save_spectra({0: spectrum}, tmp_path / "again.csv", again)
+    assert again.read_bytes() == (tmp_path / "v.pt").read_bytes()  # bytes depend on numbers only
+
+
+def test_lanczos_top20_on_the_cnn_within_the_residual_bound():
+    """Every Ritz value lies within its residual of an eigenvalue (|lambda - theta| <= r);
+    the converged ones are the top-k eigenvalues themselves, and the Ritz vectors'
+    residuals ||H v - theta v|| are the ones reported."""
+    net, x, y = small_cnn()
+    loss, theta = flat_objective(net.double(), x.double(), y)
+    h = dense_hessian(loss, theta)
+    eig = torch.linalg.eigvalsh(h)
+    hvp = make_hvp(loss, theta)
+    for iters, want_converged in ((25, 1), (100, 18)):
+        ritz = lanczos_ritz(hvp, theta.numel(), 20, iters, vectors=20)
+        assert len(ritz.values) == 20
+        for value, residual in zip(ritz.values, ritz.residuals, strict=True):
+            assert (eig - value).abs().min() <= residual * (1 + 1e-9) + 1e-12
+        converged = ritz.residuals <= 1e-8 * ritz.values.abs()
+        assert converged.sum() >= want_converged
+        top = eig.flip(0)[:20]
+        torch.testing.assert_close(ritz.values[converged], top[converged], rtol=1e-7, atol=1e-10)
+        explicit = (ritz.vectors @ h - ritz.values[:, None] * ritz.vectors).norm(dim=1)
+        torch.testing.assert_close(explicit, ritz.residuals, rtol=1e-3, atol=1e-9)
+        if iters == 25:
+            assert (ritz.residuals > 1e-2 * ritz.values.abs()).any()  # some are flagged

@@ -9,12 +9,16 @@ import torch
 from advland.core.attacks import pgd
 from advland.core.models import LogisticRegression, ResNet18, per_example_loss
 from advland.core.norms import flat_norm
+from advland.hessian import dense_hessian, flat_objective, top_eigenvectors
 from advland.landscape import (
     StackedLogisticRegression,
     curve_1d,
     curve_summary,
+    direction_scale,
+    eigen_directions,
     evaluate_points,
     filter_normalized_direction,
+    landscape_run,
     surface_2d,
 )
 
@@ -128,3 +132,59 @@ def test_2d_grid_resumes_from_partial_file(tmp_path):
     )
     pd.testing.assert_frame_equal(resumed, full)
     assert len(full) == 25
+
+
+def test_direction_scale_is_the_norm_of_every_filter_normalized_direction():
+    torch.manual_seed(0)
+    net = ResNet18(in_channels=3, n_classes=10, width=4)
+    for bias in (False, True):
+        d = filter_normalized_direction(net, torch.Generator().manual_seed(1), bias)
+        assert d.norm().item() == pytest.approx(direction_scale(net, bias), rel=1e-5)
+
+
+def test_curve_along_the_top_eigenvector_is_the_quadratic_lambda1():
+    """Near alpha = 0, L(theta + a d) = L0 + a g.d + a^2 lambda1 ||d||^2 / 2 along
+    d = ||w|| v1 with inputs fixed; a random direction curves less."""
+    model, x, y = _lr_problem()
+    model.double()
+    x = x.double()
+    loss, theta = flat_objective(model, x, y)
+    h = dense_hessian(loss, theta)
+    lam = torch.linalg.eigvalsh(h)[-1].item()
+    (d, _) = eigen_directions(model, top_eigenvectors(h, 2))
+    assert d.norm().item() == pytest.approx(model.w.norm().item(), rel=1e-9)
+    step = 0.02
+    alphas = torch.tensor([-step, 0.0, step], dtype=torch.float64)
+    splits = {"train": (x, y)}
+    curve = curve_1d(model, d, alphas, splits, None, {"train": x}).train_obj_loss.to_numpy()
+    second = (curve[0] - 2 * curve[1] + curve[2]) / step**2
+    assert second == pytest.approx(lam * model.w.norm().item() ** 2, rel=2e-3)
+    assert curve[1] == pytest.approx(loss(theta).item(), rel=1e-6)
+    rand = filter_normalized_direction(model, torch.Generator().manual_seed(0)).double()
+    curve = curve_1d(model, rand, alphas, splits, None, {"train": x}).train_obj_loss.to_numpy()
+    assert (curve[0] - 2 * curve[1] + curve[2]) / step**2 < 0.8 * second
+
+
+def test_landscape_run_adds_the_eigen_curves_only_when_asked(tmp_path):
+    from advland.core.config import LandscapeConfig
+
+    model, x, y = _lr_problem()
+    splits = {"train": (x, y), "test": (x[:50], y[:50])}
+    loss, theta = flat_objective(model, x, y)
+    vectors = top_eigenvectors(dense_hessian(loss, theta).double(), 2)
+    base = dict(
+        alpha=1.0, points_1d=5, points_2d=3, direction_seed=0, include_bias=False,
+        attack="fixed", pgd={"steps": 2, "rel_step_size": 2.5}, n_train=None, n_test=None,
+    )  # fmt: skip
+    partials = (tmp_path / "a.csv", tmp_path / "b.csv")
+    frames, summary = landscape_run(
+        model, splits, lambda m, xb, yb: xb, False, LandscapeConfig(**base), partials, vectors
+    )
+    assert [len(f) for f in frames] == [5, 9, 0, 0] and "eigen_curvature_1d" not in summary
+    cfg = LandscapeConfig(**base, eigen_points_1d=7, eigen_points_2d=3, eigen_alpha=0.5)
+    frames, summary = landscape_run(
+        model, splits, lambda m, xb, yb: xb, False, cfg, partials, vectors
+    )
+    assert [len(f) for f in frames] == [5, 9, 7, 9]
+    assert frames[2].alpha.min() == -0.5 and summary["eigen_curvature_1d"] > 0
+    assert summary["eigen_centre_loss"] == pytest.approx(summary["centre_loss"])

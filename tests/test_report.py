@@ -57,6 +57,29 @@ def single_seed(rows):
     return frame, frame
 
 
+def top20_rows(eps, scale, converged=True, seed=0):
+    """Wide spectra rows: lam_k = scale(eps) / k for k = 1..20, conv_k as given."""
+    return pd.DataFrame(
+        [
+            {"run_id": f"r{e}", "seed": seed, "eps": e, "noise": "adv"}
+            | {f"lam{k}": scale(e) / k for k in range(1, 21)}
+            | {f"conv{k}": float(converged or k < 10) for k in range(1, 21)}
+            for e in eps
+        ]
+    )
+
+
+def test_liu_top20_flips_with_the_data_and_needs_converged_values():
+    from advland.report.spectra import rising
+
+    up, numbers = rising(top20_rows(EPS, lambda e: 1 + e))
+    assert up and numbers["rising"] == 20 and numbers["rho_1"] == pytest.approx(1)
+    down, numbers = rising(top20_rows(EPS, lambda e: 2 - e))
+    assert not down and numbers["rising"] == 0 and numbers["rho_median"] == pytest.approx(-1)
+    flagged, numbers = rising(top20_rows(EPS, lambda e: 1 + e, converged=False))
+    assert not flagged and (numbers["rising"], numbers["converged"]) == (9, 9)
+
+
 def test_claim1_flips_with_the_data():
     (up,), _ = claim1(*single_seed(family("l2", "adv", EPS, [1, 2, 3, 4, 5, 6])))
     (down,), _ = claim1(*single_seed(family("l2", "adv", EPS, [6, 5, 4, 3, 2, 1])))
@@ -180,7 +203,8 @@ def stage_metrics(run: Run, lam: float) -> dict[str, dict]:
 
 
 def write_run(root: Path, run: Run, lams: dict[int, float], failed: tuple[int, ...] = ()) -> None:
-    """metrics/<stage>/<id>.json (seconds: 1, 2, 3, 4), landscapes/{1d,2d}/<id>.csv and
+    """metrics/<stage>/<id>.json (seconds: 1, 2, 3, 4), landscapes/{1d,2d,eigen1d,eigen2d}/
+    <id>.csv, spectra/values/<id>.csv (exact, lambda_k = lambda1 / k, 30 of them) and
     logs/train/<id>.csv; the seeds in `failed` have the training status "failed"."""
     per_stage = {seed: stage_metrics(run, lam) for seed, lam in lams.items()}
     for seed in failed:
@@ -209,9 +233,23 @@ def write_run(root: Path, run: Run, lams: dict[int, float], failed: tuple[int, .
                 }
             )
         )
-    for dim, frames in (("1d", curves), ("2d", surfaces)):
+    for dim, frames in (
+        ("1d", curves),
+        ("2d", surfaces),
+        ("eigen1d", curves),
+        ("eigen2d", surfaces),
+    ):
         (root / "landscapes" / dim).mkdir(parents=True, exist_ok=True)
         pd.concat(frames).to_csv(root / "landscapes" / dim / f"{run.run_id}.csv", index=False)
+    k = np.arange(1, 31)
+    spectra = pd.concat(
+        pd.DataFrame(
+            {"seed": s, "rank": k, "eigenvalue": lam / k, "residual": np.nan, "method": "exact"}
+        )
+        for s, lam in lams.items()
+    )
+    (root / "spectra" / "values").mkdir(parents=True, exist_ok=True)
+    spectra.to_csv(root / "spectra" / "values" / f"{run.run_id}.csv", index=False)
 
 
 def lr_runs() -> dict[Run, list[float]]:
@@ -256,6 +294,7 @@ def make_report(
         DATA_INFO,
         paper,
         root / "out",
+        root / "spectra" / "values",
     )
 
 
@@ -276,6 +315,7 @@ def test_report_from_fixture_metrics(one_seed):
         "remedy_warmup",
         "remedy_esgd",
         "remedy_awp",
+        "liu_top20",
         "failed_models",
     }
     assert verdicts["failed_models"] == 0
@@ -298,6 +338,8 @@ def test_report_from_fixture_metrics(one_seed):
     }
     assert verdicts["claim2"]["mnist2-lr-linf"]["top"] == pytest.approx(9 / 1.1)
     assert verdicts["claim3"] == {}
+    assert verdicts["liu_top20"]["mnist2-lr-l2"]["reproduced"]
+    assert verdicts["liu_top20"]["mnist2-lr-l2"]["rising"] == 20
 
     md = (root / "out" / "report.md").read_text()
     assert "Table 1: MNIST2" in md and "| 1 | 99.49 | 99.62 | 0.13 | 98.00 |" in md
@@ -312,6 +354,7 @@ def test_report_from_fixture_metrics(one_seed):
         md.index("## Summary"),
         md.index("## Main paper"),
         md.index("## Deep networks"),
+        md.index("## Companion studies: Hessian spectra"),
         md.index("## Stage wall times"),
         md.index("<details>"),
     ]
@@ -321,7 +364,8 @@ def test_report_from_fixture_metrics(one_seed):
     assert "![fig3_eigenvalues](figures/fig3_eigenvalues.png)" in md
 
     page = (root / "out" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # Figs. 3 and 2, scaled Fig. 3, 2-D
+    # Figs. 3 and 2, scaled Fig. 3, 2-D; spectra: density, top-20, eigen 1-D and 2-D
+    assert page.count("data:image/png;base64,") == 8
     assert page.count("<table>") == md.count("\n|:---") + md.count("\n|---:")
     assert re.search(r"<ul>\s*<li><strong>Claim 1</strong>", page)
     assert re.search(r"<details>\s*<summary>Set-up actually used", page)
@@ -331,6 +375,10 @@ def test_report_from_fixture_metrics(one_seed):
         "fig2_landscapes_2d.png",
         "fig3_eigenvalues.png",
         "fig3_eigenvalues_scaled.png",
+        "lr_eigen_2d.png",
+        "lr_eigen_landscapes.png",
+        "spectra_density.png",
+        "spectra_top20.png",
     ]
     tidy = pd.read_csv(root / "out" / "tables" / "runs.csv")
     assert len(tidy) == 18 and tidy.n_seeds.eq(1).all()
@@ -370,8 +418,9 @@ def test_report_with_two_seeds_and_a_deep_net(tmp_path):
     assert "curves of the first seed (0) of 2" in md
     assert "Table 5 (likely CIFAR10)" in md and "| 4/255 | 81.90 | 69.73 | 12.17 |" in md
     page = (tmp_path / "out" / "report.html").read_text()
-    # + resnet18's training curves, Fig. 4, 2-D landscapes and eigenvalues
-    assert page.count("data:image/png;base64,") == 8
+    # + resnet18's training curves, Fig. 4, 2-D landscapes and eigenvalues, and spectra's
+    # density, top-20 and eigen 1-D and 2-D of lr and of resnet18
+    assert page.count("data:image/png;base64,") == 14
     assert {"resnet18_training.png", "fig4_resnet18_landscapes.png"} <= {
         p.name for p in (tmp_path / "out" / "figures").iterdir()
     }
@@ -409,7 +458,8 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     shutil.copy(REPO / "reports" / "paper_values.yaml", tmp_path / "paper.yaml")
 
     def stage(paper: str) -> subprocess.CompletedProcess:
-        args = ["metrics", "landscapes", "logs/train", "data/prepared", paper, "reports"]
+        args = ["metrics", "landscapes", "spectra/values", "logs/train", "data/prepared", paper]
+        args.append("reports")
         args.append("summary.json")
         cmd = [sys.executable, str(REPO / "stages" / "report.py"), *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -454,7 +504,7 @@ def test_report_html_renders_in_chromium(one_seed, tmp_path):
     summary = re.search(r"<h2>Summary</h2>\s*<table>(.*?)</table>", dom, re.S)
     assert summary, dom[:2000]
     assert "mnist2-lr-l2-adv" in summary[1] and ">reproduced<" in summary[1]
-    assert dom.count("<img ") == 4 and dom.count("<li>") >= 3
+    assert dom.count("<img ") == 8 and dom.count("<li>") >= 3
 
 
 def test_failed_seeds_are_named_and_left_out_of_means_and_verdicts(tmp_path):

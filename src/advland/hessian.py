@@ -16,20 +16,28 @@ Backends:
 - lanczos: Lanczos with full reorthogonalization on Hessian-vector products, with
   each Ritz value's residual as its convergence measure (Ritz);
 - pyhessian: PyHessian's power iteration with deflation, as the field's reference.
+
+Besides the metrics, each run's spectrum is written (Liu et al. 2020 plot the top 20
+eigenvalues): `spectrum_k` eigenvalues per seed (exact: every one of the dense Hessian
+with `all`; Lanczos: Ritz values with their residuals), and the top EIGENVECTORS
+eigenvectors, unit norm, for the landscapes along them (advland.landscape).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from advland import theory
+from advland.core.io import atomic_outputs
 from advland.core.models import checkpoint_path, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.seeds import summarize
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
 EXACT_MAX_PARAMS = 5000  # a dense float64 Hessian of this size is 200 MB
 DENSE_CHUNK = 64  # Hessian rows per vectorized pass: bounds memory for conv nets
+EIGENVECTORS = 2  # top eigenvectors saved per seed: v1 for 1D landscapes, v1 and v2 for 2D
 
 
 def flat_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -94,13 +103,28 @@ class Ritz(NamedTuple):
 
     values: torch.Tensor
     residuals: torch.Tensor
+    vectors: torch.Tensor | None = None  # (n, dim): the top n Ritz vectors, unit norm
+
+
+def orient(vectors: torch.Tensor) -> torch.Tensor:
+    """Each row times +-1 so that its entry of largest magnitude is positive: an
+    eigenvector's sign is arbitrary, this fixes it."""
+    rows = torch.arange(len(vectors))
+    return vectors * vectors[rows, vectors.abs().argmax(1)].sign()[:, None]
 
 
 def lanczos_ritz(
-    hvp: HVP, dim: int, k: int, iters: int, dtype=torch.float64, seed: int = 0, tol: float = 1e-10
+    hvp: HVP,
+    dim: int,
+    k: int,
+    iters: int,
+    dtype=torch.float64,
+    seed: int = 0,
+    tol: float = 1e-10,
+    vectors: int = 0,
 ) -> Ritz:
     """Top-k Ritz pairs' values and residuals after `iters` Lanczos steps (full
-    reorthogonalization)."""
+    reorthogonalization), and the top `vectors` Ritz vectors Q^T s (Q the Krylov basis)."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(dim, generator=gen, dtype=dtype)
     basis = [q / q.norm()]
@@ -120,10 +144,11 @@ def lanczos_ritz(
     if len(alphas) > 1:
         off = torch.stack(betas[: len(alphas) - 1])
         t += torch.diag(off, 1) + torch.diag(off, -1)
-    values, vectors = torch.linalg.eigh(t)
-    top = values.flip(0)[:k]
-    residuals = beta * vectors[-1].flip(0)[:k].abs()
-    return Ritz(top, residuals)
+    values, eigvecs = torch.linalg.eigh(t)
+    s = eigvecs.flip(1)
+    top, residuals = values.flip(0)[:k], beta * s[-1, :k].abs()
+    ritz = orient(s[:, :vectors].T @ torch.stack(basis[: len(alphas)])) if vectors else None
+    return Ritz(top, residuals, ritz)
 
 
 def lanczos(
@@ -143,26 +168,52 @@ def hutchinson_trace(hvp: HVP, dim: int, samples: int, dtype=torch.float64, seed
     return total / samples
 
 
+class Spectrum(NamedTuple):
+    """What spectra files hold for one seed: eigenvalues (descending), their residuals
+    (NaN for the exact backend), the backend, and the top eigenvectors (rows, unit norm)."""
+
+    values: torch.Tensor
+    residuals: torch.Tensor
+    method: str
+    vectors: torch.Tensor
+
+
 def exact_spectrum(loss, theta: torch.Tensor, k: int) -> dict:
-    """Top-k eigenvalues and trace of the dense Hessian."""
+    """Top-k eigenvalues, every eigenvalue (descending) and trace of the dense Hessian."""
     h = dense_hessian(loss, theta)
     eig = torch.linalg.eigvalsh(h)
-    return {"top": eig.flip(0)[:k].tolist(), "trace": eig.sum().item(), "hessian": h}
+    top = eig.flip(0)[:k].tolist()
+    return {"top": top, "all": eig.flip(0), "trace": eig.sum().item(), "hessian": h}
 
 
-def lanczos_spectrum(loss, theta: torch.Tensor, k: int, iters: int, trace_samples: int) -> dict:
+def top_eigenvectors(h: torch.Tensor, n: int) -> torch.Tensor:
+    """The eigenvectors of the n largest eigenvalues of a symmetric matrix, as rows."""
+    return orient(torch.linalg.eigh(h).eigenvectors[:, -n:].flip(1).T)
+
+
+def lanczos_spectrum(
+    loss,
+    theta: torch.Tensor,
+    k: int,
+    iters: int,
+    trace_samples: int,
+    n_values: int = 0,
+    vectors: int = 0,
+) -> dict:
     """Lanczos top-k with residuals and Hutchinson's trace; the Krylov basis and sums are
     float64 whatever the HVPs' dtype (a float32 HVP adds ~1e-6 relative error that the
-    residuals, which measure the Krylov approximation, do not include)."""
+    residuals, which measure the Krylov approximation, do not include). The same Lanczos
+    run also gives the top max(k, n_values) Ritz values and the top `vectors` Ritz vectors."""
     hvp = CountingHVP(make_hvp(loss, theta))
-    ritz = lanczos_ritz(hvp, theta.numel(), k, iters)
+    ritz = lanczos_ritz(hvp, theta.numel(), max(k, n_values), iters, vectors=vectors)
     lanczos_calls = hvp.calls
     trace = hutchinson_trace(hvp, theta.numel(), trace_samples)
     return {
-        "top": ritz.values.tolist(),
-        "residuals": ritz.residuals.tolist(),
+        "top": ritz.values[:k].tolist(),
+        "residuals": ritz.residuals[:k].tolist(),
         "trace": trace,
         "hvps": lanczos_calls,
+        "ritz": ritz,
     }
 
 
@@ -216,8 +267,9 @@ def sharpness_run(
     perturb,
     cfg,
     weight_norm: float,
-) -> dict[str, float]:
-    """Top-k eigenvalues and trace of the run's training objective at its final weights.
+) -> tuple[dict[str, float], Spectrum]:
+    """Top-k eigenvalues and trace of the run's training objective at its final weights,
+    and its spectrum (cfg.spectrum_k values and the top EIGENVECTORS eigenvectors).
 
     `perturb` makes the fixed inputs x' (the run's own attack or one noise draw).
     Eigenvalues are also reported times ||w||^2, the filter-normalized sharpness of LR.
@@ -237,10 +289,20 @@ def sharpness_run(
     backend = cfg.backend
     if backend == "auto":
         backend = "exact" if theta.numel() <= EXACT_MAX_PARAMS else "lanczos"
+    n_values = {None: cfg.top_k, "all": theta.numel()}.get(cfg.spectrum_k, cfg.spectrum_k)
     if backend == "exact":
         spec_ = exact_spectrum(loss, theta, cfg.top_k)
+        nan = torch.full((min(n_values, theta.numel()),), float("nan"), dtype=torch.float64)
+        vectors = top_eigenvectors(spec_["hessian"], EIGENVECTORS)
+        spectrum = Spectrum(spec_["all"][:n_values], nan, "exact", vectors)
     else:
-        spec_ = lanczos_spectrum(loss, theta, cfg.top_k, cfg.lanczos_iters, cfg.trace_samples)
+        spec_ = lanczos_spectrum(
+            loss, theta, cfg.top_k, cfg.lanczos_iters, cfg.trace_samples, n_values, EIGENVECTORS
+        )
+        ritz = spec_["ritz"]
+        spectrum = Spectrum(
+            ritz.values[:n_values], ritz.residuals[:n_values], "lanczos", ritz.vectors
+        )
         out["lanczos_hvps"] = spec_["hvps"]
         out |= {f"lambda{i + 1}_residual": r for i, r in enumerate(spec_["residuals"])}
         out["max_rel_residual"] = max(
@@ -269,7 +331,33 @@ def sharpness_run(
             ((torch.tensor(ref["top"]) - exact_top).abs() / exact_top.abs()).max().item()
         )
     model.float()
-    return out
+    return out, spectrum
+
+
+def save_spectra(spectra: dict[int, Spectrum], values_csv: Path, vectors_pt: Path) -> None:
+    """values_csv: seed, rank (1 = largest), eigenvalue, residual, method; vectors_pt:
+    {seed: (EIGENVECTORS, dim) float64}, saved from memory so that the bytes depend on
+    the numbers only (torch.save names its archive after the file)."""
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "rank": range(1, len(s.values) + 1),
+                    "eigenvalue": s.values.double().numpy(),
+                    "residual": s.residuals.double().numpy(),
+                    "method": s.method,
+                }
+            )
+            for seed, s in spectra.items()
+        ],
+        ignore_index=True,
+    )
+    buffer = io.BytesIO()
+    torch.save({seed: s.vectors.double().cpu() for seed, s in spectra.items()}, buffer)
+    with atomic_outputs(values_csv, vectors_pt) as (tmp_csv, tmp_pt):
+        frame.to_csv(tmp_csv, index=False)
+        tmp_pt.write_bytes(buffer.getvalue())
 
 
 def hessian_seeds(
@@ -281,17 +369,22 @@ def hessian_seeds(
     distribution: str,
     cfg,
     device: str,
+    values_csv: Path,
+    vectors_pt: Path,
 ) -> dict:
     """sharpness_run for every seed of a run, on the first cfg.n_samples examples it
     was trained on, with the run's training perturbation (`attack` is its
-    config.AttackConfig) drawn once at the final weights; returns per-seed values and
-    their mean."""
-    per_seed = {}
+    config.AttackConfig) drawn once at the final weights; writes the spectra
+    (save_spectra) and returns per-seed values and their mean."""
+    per_seed, spectra = {}, {}
     for seed in seeds:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_samples, 0)
         x, y = seen.x_train, seen.y_train
         gen = torch.Generator().manual_seed(seed + 3)
         perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
-        per_seed[seed] = sharpness_run(model, run, x, y, perturb, cfg, checkpoint["weight_norm"])
+        per_seed[seed], spectra[seed] = sharpness_run(
+            model, run, x, y, perturb, cfg, checkpoint["weight_norm"]
+        )
+    save_spectra(spectra, values_csv, vectors_pt)
     return summarize(per_seed)

@@ -12,6 +12,13 @@ or with adversarial examples fixed at the centre (`fixed`); for random-noise run
 one fixed noise draw. BatchNorm runs in eval mode with the running statistics of
 training, as in the hessian stage (see there why). Logistic regression evaluates many points in one batched
 computation (StackedLogisticRegression); other models go point by point.
+
+Along the Hessian's top eigenvectors (Liu et al. 2020; saved by the hessian stage,
+unit norm) the same curves are drawn with d_k = s v_k, where s = direction_scale is the
+norm that every filter-normalized random direction has: one unit of alpha is a step of
+the same length along either kind of direction, so the axes compare. Near alpha = 0
+the curve along v1 is L0 + a g.d + a^2 lambda1 s^2 / 2 for the objective whose Hessian
+gave v1 (the hessian stage's: inputs fixed at the centre, its own examples).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +37,7 @@ from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
+from advland.core.errors import DataError
 from advland.core.io import atomic_outputs
 from advland.core.models import (
     LogisticRegression,
@@ -62,6 +71,35 @@ def filter_normalized_direction(
             )
         parts.append(d.flatten())
     return torch.cat(parts).to(next(model.parameters()).device)
+
+
+def direction_scale(model: nn.Module, include_bias: bool = False) -> float:
+    """||d|| of every filter-normalized direction: the norm of the weights it moves,
+    sqrt(sum_f ||theta_f||^2) over its filters (and biases if included); ||w|| for LR."""
+    moved = [p for p in model.parameters() if p.ndim > 1 or include_bias]
+    return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in moved))
+
+
+def eigen_directions(
+    model: nn.Module, vectors: torch.Tensor, include_bias: bool = False
+) -> torch.Tensor:
+    """Eigenvectors (rows) scaled to direction_scale, in the model's dtype and device."""
+    p = next(model.parameters())
+    unit = vectors / vectors.norm(dim=1, keepdim=True)
+    return (direction_scale(model, include_bias) * unit).to(p.device, p.dtype)
+
+
+def load_eigenvectors(path: Path) -> dict[int, torch.Tensor]:
+    """{seed: (n, dim) eigenvectors} as the hessian stage saved them (weights_only)."""
+    try:
+        vectors = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the hessian stage first)") from None
+    except (RuntimeError, OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read eigenvectors ({err})") from None
+    if not isinstance(vectors, dict):
+        raise DataError(f"{path}: expected {{seed: eigenvectors}}; re-run the hessian stage")
+    return vectors
 
 
 class StackedLogisticRegression(nn.Module):
@@ -221,32 +259,63 @@ def partial_path(folder: Path, run_id: str, checkpoint_sha: str, settings: dict)
     return folder / f"{run_id}-{key[:16]}.csv"
 
 
+def landscapes(
+    model: nn.Module,
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    alpha: float,
+    points: tuple[int, int],
+    splits: dict,
+    perturb: Perturb,
+    fixed: dict | None,
+    partial: Path,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """1D curve along d1 and 2D surface over (d1, d2), `points` = (1D, 2D side) on
+    [-alpha, alpha] (0: an empty frame)."""
+    curve = surface = pd.DataFrame()
+    if points[0]:
+        log.info("1D curve: %d points", points[0])
+        alphas = torch.linspace(-alpha, alpha, points[0])
+        curve = curve_1d(model, d1, alphas, splits, perturb, fixed)
+    if points[1]:
+        log.info("2D surface: %d x %d points", points[1], points[1])
+        alphas = torch.linspace(-alpha, alpha, points[1])
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        surface = surface_2d(model, d1, d2, alphas, splits, perturb, fixed, partial)
+    return curve, surface
+
+
 def landscape_run(
     model: nn.Module,
     splits: dict,
     perturb: Perturb,
     rerun: bool,
     cfg,
-    partial: Path,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """1D curve and 2D surface of one model, and the curve's summary (curve_summary).
+    partials: tuple[Path, Path],
+    vectors: torch.Tensor,
+) -> tuple[list[pd.DataFrame], dict[str, float]]:
+    """1D curves and 2D surfaces of one model along random directions and along the
+    Hessian's top eigenvectors `vectors` (rows), and the curves' summaries (curve_summary;
+    eigen_*: along v1).
 
     `perturb` is the run's objective perturbation; with rerun=False (or random
     noise, which does not depend on the weights) it is applied once at the centre.
-    The 2D grid is saved chunk by chunk to `partial`, which is removed at the end.
+    The 2D grids are saved chunk by chunk to `partials`, removed at the end.
     """
     gen = torch.Generator().manual_seed(cfg.direction_seed)
     d1 = filter_normalized_direction(model, gen, cfg.include_bias)
     d2 = filter_normalized_direction(model, gen, cfg.include_bias)
     fixed = None if rerun else fixed_objective_inputs(model, splits, perturb)
-    log.info("1D curve: %d points", cfg.points_1d)
-    alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.points_1d)
-    curve = curve_1d(model, d1, alphas, splits, perturb, fixed)
-    log.info("2D surface: %d x %d points", cfg.points_2d, cfg.points_2d)
-    alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.points_2d)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    surface = surface_2d(model, d1, d2, alphas, splits, perturb, fixed, partial)
-    return curve, surface, curve_summary(curve)
+    points = (cfg.points_1d, cfg.points_2d)
+    frames = list(landscapes(model, d1, d2, cfg.alpha, points, splits, perturb, fixed, partials[0]))
+    summary = curve_summary(frames[0])
+    e = eigen_directions(model, vectors, cfg.include_bias)
+    points = (cfg.eigen_points_1d, cfg.eigen_points_2d)
+    alpha = cfg.eigen_alpha or cfg.alpha
+    frames += landscapes(model, e[0], e[-1], alpha, points, splits, perturb, fixed, partials[1])
+    if cfg.eigen_points_1d:
+        summary |= {f"eigen_{k}": v for k, v in curve_summary(frames[2]).items()}
+    return frames, summary
 
 
 def landscape_seeds(
@@ -257,16 +326,22 @@ def landscape_seeds(
     cfg,
     distribution: str,
     device: str,
-    out_1d: Path,
-    out_2d: Path,
+    vectors_pt: Path,
+    outs: tuple[Path, Path, Path, Path],
     partial_dir: Path,
 ) -> dict:
     """Landscapes of every seed of a run, on the first cfg.n_train examples it was
-    trained on and the first cfg.n_test test examples, written as two CSVs with a `seed`
-    column (atomically, once all seeds are done); returns the curve summaries over seeds."""
-    curves, surfaces, partials, summaries = [], [], [], {}
+    trained on and the first cfg.n_test test examples, written as CSVs with a `seed`
+    column (atomically, once all seeds are done): `outs` = random 1D, random 2D, eigen 1D,
+    eigen 2D (an eigen file is empty when its points are 0); returns the curve summaries
+    over seeds."""
+    frames: list[list[pd.DataFrame]] = [[], [], [], []]
+    partials, summaries = [], {}
     rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
+    eigenvectors = load_eigenvectors(vectors_pt)
     for seed in seeds:
+        if seed not in eigenvectors:
+            raise DataError(f"{vectors_pt}: no eigenvectors for seed {seed}; re-run hessian")
         checkpoint = checkpoint_path(model_dir, seed)
         model, payload = load_model(checkpoint, device)
         seen = data.seen(payload["n_train"], cfg.n_train, cfg.n_test)
@@ -277,19 +352,24 @@ def landscape_seeds(
             "train": (seen.x_train.to(dev), seen.y_train.to(dev)),
             "test": (seen.x_test.to(dev), seen.y_test.to(dev)),
         }
-        partials.append(
-            partial_path(partial_dir, run.run_id, file_digest(checkpoint), cfg.model_dump())
+        digest, settings = file_digest(checkpoint), cfg.model_dump()
+        vectors = eigenvectors[seed]
+        key = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
+        partials += [
+            partial_path(partial_dir, run.run_id, digest, settings),
+            partial_path(partial_dir, f"{run.run_id}-eigen", digest + key, settings),
+        ]
+        run_frames, summaries[seed] = landscape_run(
+            model, splits, perturb, rerun, cfg, tuple(partials[-2:]), vectors
         )
-        curve, surface, summaries[seed] = landscape_run(
-            model, splits, perturb, rerun, cfg, partials[-1]
-        )
-        curve.insert(0, "seed", seed)
-        surface.insert(0, "seed", seed)
-        curves.append(curve)
-        surfaces.append(surface)
-    with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
-        pd.concat(curves, ignore_index=True).to_csv(tmp1, index=False)
-        pd.concat(surfaces, ignore_index=True).to_csv(tmp2, index=False)
+        for out, frame in zip(frames, run_frames, strict=True):
+            out.append(frame.assign(seed=seed)[["seed", *frame.columns]] if len(frame) else frame)
+    with atomic_outputs(*outs) as tmps:
+        for tmp, parts in zip(tmps, frames, strict=True):
+            frame = pd.concat(parts, ignore_index=True)
+            (frame if len(frame) else pd.DataFrame(columns=["seed", "alpha"])).to_csv(
+                tmp, index=False
+            )
     for partial in partials:
         partial.unlink(missing_ok=True)
     return summarize(summaries)

@@ -251,6 +251,19 @@ class HessianConfig(Strict):
     trace_samples: PositiveInt
     n_samples: PositiveInt | None = None
     dtype: Literal["float64", "float32"] = "float64"  # float32: 5-10x faster conv HVPs on CPU
+    # eigenvalues written to spectra/values per seed (None: top_k; all: every one the
+    # backend gives, the whole spectrum for exact); Lanczos gives at most lanczos_iters
+    spectrum_k: PositiveInt | Literal["all"] | None = None
+
+    @model_validator(mode="after")
+    def _enough_iterations(self) -> HessianConfig:
+        k = self.spectrum_k
+        if self.backend == "lanczos" and isinstance(k, int) and k > self.lanczos_iters:
+            raise ValueError(
+                f"spectrum_k ({k}) is more than lanczos_iters ({self.lanczos_iters}): "
+                "Lanczos gives at most lanczos_iters Ritz values"
+            )
+        return self
 
 
 class LandscapeConfig(Strict):
@@ -263,12 +276,25 @@ class LandscapeConfig(Strict):
     pgd: AttackConfig
     n_train: PositiveInt | None
     n_test: PositiveInt | None
+    # landscapes along the top Hessian eigenvectors (1D: v1; 2D: v1, v2), each scaled to
+    # the norm of the random directions, over [-eigen_alpha, eigen_alpha] (None: alpha);
+    # 0 points: none
+    eigen_points_1d: NonNegativeInt = 0
+    eigen_points_2d: NonNegativeInt = 0
+    eigen_alpha: PositiveFloat | None = None
 
-    @field_validator("points_1d")
+    @field_validator("points_1d", "eigen_points_1d")
     @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
+    def _odd(cls, v: int, info: ValidationInfo) -> int:
+        if v % 2 == 0 and not (v == 0 and info.field_name == "eigen_points_1d"):
             raise ValueError("must be odd, so that alpha = 0 is on the grid")
+        return v
+
+    @field_validator("eigen_points_1d", "eigen_points_2d")
+    @classmethod
+    def _none_or_three(cls, v: int) -> int:
+        if v in (1, 2):
+            raise ValueError("must be 0 (none) or at least 3")
         return v
 
 

@@ -2,8 +2,9 @@
 
 Everything is computed from the pipeline's metrics and landscapes. Each study states
 its own criteria (main_paper: Claims 1 and 2 on logistic regression; deep_nets:
-Claim 3, both on the untagged runs only; remedies: tagged remedy runs against their
-plain runs); the report gives them in this order: a Summary of every verdict with the
+Claim 3, both on the untagged runs only; spectra: Liu et al.'s top-20 eigenvalues;
+remedies: tagged remedy runs against their plain runs); the report gives them in
+this order: a Summary of every verdict with the
 figures that carry the story, the studies' sections, stage wall times, and, collapsed
 at the end, the set-up actually used and every parameter.
 """
@@ -17,7 +18,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import deep_nets, main_paper, remedies
+from advland.report import deep_nets, main_paper, remedies, spectra
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -114,6 +115,7 @@ def build_report(
     data_info: dict[str, dict],
     paper: dict,
     out_dir: Path,
+    spectra_dir: Path,
 ) -> dict:
     """Write report.md, report.html, figures/*.png and tables/runs.csv under out_dir;
     return the verdict summary (see `summary`) and the number of failed models."""
@@ -122,9 +124,11 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
     failed = failures(runs, metrics_dir)
-    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures)
+    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures, Path(spectra_dir))
     plain, plain_seeds = table[table.tag == ""], per_seed[per_seed.tag == ""]
-    studies = [study.study(plain, plain_seeds, inputs) for study in (main_paper, deep_nets)]
+    studies = [
+        study.study(plain, plain_seeds, inputs) for study in (main_paper, deep_nets, spectra)
+    ]
     studies.append(remedies.study(table, per_seed, inputs))
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])

@@ -32,6 +32,7 @@ class Inputs:
     paper: dict  # reports/paper_values.yaml
     params: dict  # params.yaml, validated
     figures: Path
+    spectra: Path  # spectra/values/<run_id>.csv: eigenvalues per seed (hessian stage)
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

@@ -156,9 +156,11 @@ def landscape_2d(
     out: Path,
     n_eps: int = 3,
     column: str = "train_obj_loss",
+    kind: str = "2d",
 ) -> Path:
-    """Filled contours of the training objective over two filter-normalized directions:
-    a row per family, a panel per eps (smallest, middle, largest), one log colour scale."""
+    """Filled contours of the training objective over two filter-normalized directions
+    (or, kind "eigen2d", the top-2 Hessian eigenvectors): a row per family, a panel per
+    eps (smallest, middle, largest), one log colour scale."""
     families = sorted(runs.family.unique())
     n_eps = min(n_eps, runs.groupby("family").eps.nunique().max())
     grids: dict[str, list] = {}
@@ -166,7 +168,7 @@ def landscape_2d(
         g = runs[runs.family == family]
         for eps in pick(sorted(g.eps), n_eps):
             r = g[g.eps == eps].iloc[0]
-            s = read_landscape(landscapes / "2d" / f"{r.run_id}.csv", seed)
+            s = read_landscape(landscapes / kind / f"{r.run_id}.csv", seed)
             z = s.pivot(index="beta", columns="alpha", values=column)
             grids.setdefault(family, []).append((r, z))
     values = np.concatenate([z.to_numpy().ravel() for g in grids.values() for _, z in g])

@@ -26,6 +26,7 @@ CLAIMS = {  # summary key -> how the report names it
     "remedy_warmup": "Liu: eps warm-up keeps robust accuracy, lowers λ1",
     "remedy_esgd": "Kanai: EntropySGD trains faster, more robust",
     "remedy_awp": "Wu: AWP lowers λ1 and narrows the robust gap",
+    "liu_top20": "Liu: the top-20 eigenvalues rise with eps",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).
