@@ -1,6 +1,6 @@
 """Benchmark: the default MNIST2 logistic-regression grid, train + evaluate, in one process.
 
-    python benchmarks/lr_grid.py            # every logistic-regression run of params.yaml
+    python benchmarks/lr_grid.py            # every untagged logistic-regression run
     python benchmarks/lr_grid.py --tiny     # one run per family, 1 epoch, toy digits
 
 Times what the train and evaluate stages do for each run (train_seeds, then
@@ -19,7 +19,7 @@ from common import arguments, mnist2, out_dir, repo_params, save, tiny_params, t
 def main() -> None:
     args = arguments(__doc__).parse_args()
     params = repo_params()
-    run_ids = [i for i, r in params.runs.items() if r.model == "lr"]
+    run_ids = [i for i, r in params.runs.items() if r.model == "lr" and r.tag is None]
     if args.tiny:  # the last run of each family: the largest eps of each norm and noise
         run_ids = list({params.runs[i].family: i for i in run_ids}.values())
         params = tiny_params(params, run_ids)

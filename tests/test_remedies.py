@@ -313,7 +313,7 @@ def remedy_frames(tmp_path, remedy: dict, curve_plain, curve_remedy, tag="awp", 
         rows = [{"seed": 0, "epoch": e + 1, "train_loss": v} for e, v in enumerate(curve)]
         pd.DataFrame(rows).to_csv(logs / f"{run_id}.csv", index=False)
     frame = pd.DataFrame([plain, other])
-    inputs = Inputs(tmp_path, logs, {}, {}, tmp_path)
+    inputs = Inputs(tmp_path, logs, {}, {}, tmp_path, tmp_path)
     return frame, frame, inputs
 
 
