@@ -20,9 +20,21 @@ def main(args) -> None:
         data_info,
         read_yaml(args.paper),
         args.out,
+        args.companion,
     )
     write_json(args.summary, summary)
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "metrics", "landscapes", "logs", "prepared", "paper", "out", "summary")
+    run_stage(
+        main,
+        __doc__,
+        "metrics",
+        "landscapes",
+        "logs",
+        "prepared",
+        "paper",
+        "out",
+        "summary",
+        "companion",
+    )

@@ -16,7 +16,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import deep_nets, main_paper
+from advland.report import companion, deep_nets, main_paper
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -113,6 +113,7 @@ def build_report(
     data_info: dict[str, dict],
     paper: dict,
     out_dir: Path,
+    companion_dir: Path | None = None,
 ) -> dict:
     """Write report.md, report.html, figures/*.png and tables/runs.csv under out_dir;
     return the verdict summary (see `summary`) and the number of failed models."""
@@ -121,8 +122,16 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
     failed = failures(runs, metrics_dir)
-    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures)
-    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets)]
+    inputs = Inputs(
+        Path(landscapes_dir),
+        Path(logs_dir),
+        paper,
+        params,
+        figures,
+        companion_dir and Path(companion_dir),
+        Path(metrics_dir) / "companion",
+    )
+    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets, companion)]
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])
 

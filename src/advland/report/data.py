@@ -32,6 +32,8 @@ class Inputs:
     paper: dict  # reports/paper_values.yaml
     params: dict  # params.yaml, validated
     figures: Path
+    companion: Path | None = None  # companion/: the companion stages' tables
+    companion_metrics: Path | None = None  # metrics/companion/
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

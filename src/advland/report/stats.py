@@ -23,6 +23,9 @@ CLAIMS = {  # summary key -> how the report names it
     "claim1_closed_form": "1: the same on the closed-form objective",
     "claim2": "2: random noise sharpens much less",
     "claim3": "3: deep nets get sharper, with a larger robust gap",
+    "liu_collapse": "Liu: the linear model collapses to w = 0 at large eps",
+    "kanai_smoothness": "Kanai: the L2 adversarial loss is smooth, the Linf one is not",
+    "kanai_entropy": "Kanai: EntropySGD smooths the toy losses",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).
