@@ -96,14 +96,15 @@ def collapse_study(data: Dataset, cfg: CollapseConfig, table: Path) -> dict:
         found = search(data, norm, box, cfg, eps_ref)
         rows += found
         collapsed = [r["eps"] for r in found if r["collapsed"]]
-        measured = min(collapsed, default=float("nan"))
-        kept = [r["eps"] for r in found if not r["collapsed"] and r["eps"] < measured]
+        measured = min(collapsed, default=None)  # None: no collapse found
+        kept = [r["eps"] for r in found if not r["collapsed"]]
+        kept = [e for e in kept if measured is None or e < measured]
         case = f"{norm}_{'box' if box else 'nobox'}"
         summary[case] = {
             "predicted": eps_ref,
             "exact": exact,
             "measured": measured,
-            "bracket_lo": max(kept, default=float("nan")),
+            "bracket_lo": max(kept, default=None),
             "majority_acc": 100 * max(y.float().mean().item(), 1 - y.float().mean().item()),
         }
         log.info("%s: predicted %.4f (exact %s), measured %.4f", case, eps_ref, exact, measured)

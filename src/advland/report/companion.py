@@ -35,7 +35,7 @@ CASES = {"linf_nobox": "Linf, no box", "linf_box": "Linf, [0,1] box",
          "l2_nobox": "L2, no box", "l2_box": "L2, [0,1] box"}  # fmt: skip
 CRITERIA = [
     f"**Liu: collapse to w = 0**: per norm and box setting, a collapse (‖w‖₂ ≤ w_tol) was "
-    f"found, the collapsed models' clean accuracy is the majority class's (± {MAJORITY_TOL} "
+    f"found, the collapsed models' clean accuracy is the majority class's (within {MAJORITY_TOL} "
     f"points), and the measured collapse eps is within {COLLAPSE_TOL:.0%} of the exact "
     f"prediction ‖μ₊ − μ₋‖/2 (box: per-pixel bisection), or ≥ {1 - COLLAPSE_TOL:.0%} of it "
     "where the prediction is only a lower bound (L2 with the box).",
@@ -54,8 +54,12 @@ def verdict(claim: str, subject: str, ok: bool, numbers: dict, detail: str) -> V
     return Verdict(claim, subject, bool(ok), numbers, detail, 1, 1)
 
 
+def number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def collapse_ok(case: dict, rows: pd.DataFrame) -> bool:
-    measured, predicted = case["measured"], case["predicted"]
+    measured, predicted = number(case["measured"]), case["predicted"]
     if not math.isfinite(measured):
         return False
     majority = (rows[rows.collapsed].clean_acc - case["majority_acc"]).abs().max() <= MAJORITY_TOL
@@ -94,18 +98,20 @@ def liu(s: Study, dataset: str, inputs: Inputs) -> None:
         norm, box = case.split("_")
         g = table[(table.norm == norm) & (table.box == (box == "box"))]
         ok = collapse_ok(c, g)
-        rel = c["measured"] / c["predicted"] - 1
-        detail = (
-            f"predicted {c['predicted']:.4f}{'' if c['exact'] else ' (lower bound)'}, "
-            f"measured {c['measured']:.4f} ({rel:+.1%}; bracket ({c['bracket_lo']:.4f}, "
-            f"{c['measured']:.4f}])"
+        measured, kept = number(c["measured"]), number(c["bracket_lo"])
+        rel = measured / c["predicted"] - 1
+        found = (
+            f"measured {measured:.4f} ({rel:+.1%}; bracket ({kept:.4f}, {measured:.4f}])"
+            if math.isfinite(measured)
+            else f"no collapse up to eps {g.eps.max():.4f}"
         )
+        detail = f"predicted {c['predicted']:.4f}{'' if c['exact'] else ' (lower bound)'}, {found}"
         s.verdicts.append(
             verdict(
                 "liu_collapse",
                 f"{dataset}: {title}",
                 ok,
-                {"predicted": c["predicted"], "measured": c["measured"]},
+                {"predicted": c["predicted"], "measured": measured},
                 detail,
             )
         )
@@ -114,8 +120,8 @@ def liu(s: Study, dataset: str, inputs: Inputs) -> None:
                 "case": title,
                 "predicted eps": c["predicted"],
                 "prediction": "exact" if c["exact"] else "lower bound",
-                "measured eps": c["measured"],
-                "largest eps that kept w": c["bracket_lo"],
+                "measured eps": measured,
+                "largest eps that kept w": kept,
                 "relative difference": f"{rel:+.1%}",
                 "verdict": s.verdicts[-1].word,
             }
@@ -161,7 +167,7 @@ def kanai_smooth(s: Study, dataset: str, inputs: Inputs) -> None:
     ok = all(1 / SETTLE_FACTOR <= g <= SETTLE_FACTOR for g in l2) and linf >= GROWTH_MIN
     detail = (
         f"R(1e-6)/R(1e-3): L2 {l2[0]:.3f} (trained), {l2[1]:.3f} (sign change); "
-        f"Linf {summary['linf']['trained']['growth']:.0f} (trained), {linf:.0f} "
+        f"Linf {summary['linf']['trained']['growth']:.3g} (trained), {linf:.3g} "
         "(sign change)"
     )
     s.verdicts.append(
@@ -244,7 +250,7 @@ def kanai_entropy(s: Study, inputs: Inputs) -> None:
     doc.h("Kanai et al.: toy surfaces and EntropySGD", 3)
     doc.p(
         f"One point, eps = {checks['eps']:g}, EntropySGD coupling γ = {checks['gamma']:g}; "
-        f"gradient jumps between (±h, 1) and (1, ±h), h = {checks['h']:g}:"
+        f"gradient jumps between (h, 1) and (−h, 1), and (1, h) and (1, −h), h = {checks['h']:g}:"
     )
     doc.table(jumps)
     pgd = pd.DataFrame(checks["pgd"])
