@@ -204,3 +204,17 @@ def test_a_bad_companion_value_is_a_one_line_error_naming_the_key(tmp_path):
 
 def test_smoothness_config_names_every_objective():
     assert set(SmoothnessConfig.model_fields["points"].annotation.model_fields) == set(OBJECTIVES)
+
+
+def test_search_doubles_until_a_collapse_then_bisects(monkeypatch):
+    import advland.collapse as collapse
+
+    def fake(data, norm, eps, box, cfg):  # collapses from eps = 3.3 on
+        return {"eps": eps, "collapsed": eps >= 3.3}
+
+    monkeypatch.setattr(collapse, "train_at", fake)
+    cfg = CollapseConfig.model_construct(factors=[0.5, 1.0], bisect=2, max_doublings=2)
+    rows = collapse.search(None, "l2", False, cfg, 1.0)
+    assert [r["eps"] for r in rows] == [0.5, 1.0, 2.0, 4.0, 3.0, 3.5]
+    cfg = CollapseConfig.model_construct(factors=[0.5, 1.0], bisect=0, max_doublings=1)
+    assert not any(r["collapsed"] for r in collapse.search(None, "l2", False, cfg, 1.0))
