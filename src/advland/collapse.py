@@ -107,6 +107,6 @@ def collapse_study(data: Dataset, cfg: CollapseConfig, table: Path) -> dict:
             "bracket_lo": max(kept, default=None),
             "majority_acc": 100 * max(y.float().mean().item(), 1 - y.float().mean().item()),
         }
-        log.info("%s: predicted %.4f (exact %s), measured %.4f", case, eps_ref, exact, measured)
+        log.info("%s: predicted %.4f (exact %s), measured %s", case, eps_ref, exact, measured)
     write_csv(table, pd.DataFrame(rows))
     return summary

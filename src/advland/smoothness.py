@@ -91,7 +91,6 @@ def smoothness_study(
     rows = []
     for name, (theta, eps) in points.items():
         objective = OBJECTIVES[name]
-        theta = theta.double()
         u = torch.randn(cfg.directions, len(theta), generator=gen, dtype=torch.float64)
         u /= u.norm(dim=1, keepdim=True)
         crossing_point, crossing = sign_change_point(theta, x, y, cfg.tiny, u)
