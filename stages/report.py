@@ -21,6 +21,7 @@ def main(args) -> None:
         read_yaml(args.paper),
         args.out,
         args.spectra,
+        args.companion,
     )
     write_json(args.summary, summary)
 
@@ -37,4 +38,5 @@ if __name__ == "__main__":
         "paper",
         "out",
         "summary",
+        "companion",
     )

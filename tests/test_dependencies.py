@@ -14,7 +14,9 @@ import yaml
 from conftest import REPO
 from test_pipeline import dvc, make_repo
 
-STAGES = ("prepare", "train", "evaluate", "hessian", "landscape", "report")
+STAGES = (
+    "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy", "report"
+)  # fmt: skip
 
 
 def pipeline_file(stage: str) -> Path:
@@ -80,6 +82,9 @@ def mixed_params(tmp_path: Path) -> Path:
         params[section]["fashion_mnist"] = {"resnet18": smoke[section]["mnist"]["resnet18"]}
     params["attack"]["fashion_mnist"] = copy.deepcopy(smoke["attack"]["mnist"])
     params["attack"]["mnist2"]["linf"] = copy.deepcopy(smoke["attack"]["mnist"]["linf"])
+    points = params["companion"]["linear"]["mnist2"]["smoothness"]["points"]
+    for point, run in zip(points.values(), [*LR_RUNS, *LR_RUNS], strict=False):
+        point["run"] = run
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -99,6 +104,10 @@ def fake_outputs(repo: Path) -> None:
         files += [f"metrics/{s}/{run}.json" for s in ("train", "evaluate", "hessian", "landscape")]
     files += ["reports/report.md", "reports/report.html", "reports/figures/f.png"]
     files += ["reports/tables/runs.csv", "metrics/summary.json"]
+    files += ["companion/toy.csv", "metrics/companion/toy.json"]
+    for d in params["companion"]["linear"]:
+        files += [f"{k}companion/{s}/{d}.{e}" for s in ("collapse", "smoothness")
+                  for k, e in (("", "csv"), ("metrics/", "json"))]  # fmt: skip
     for f in files:
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / f).write_text(f"placeholder {f}\n")
@@ -177,8 +186,10 @@ def stages_using(module: str, users: dict[str, set[str]], runs: list[str]) -> se
     for stage, modules in users.items():
         if module not in modules:
             continue
-        if stage == "report":
-            out.add("report")
+        if stage in ("report", "toy"):
+            out.add(stage)
+        elif stage in ("collapse", "smoothness"):
+            out.add(f"{stage}@mnist2")
         elif stage == "prepare":
             out |= {"prepare@mnist2", "prepare@fashion_mnist"}
         else:

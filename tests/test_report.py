@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from advland.core.config import Run, load_params
+from advland.core.config import Run, ToyConfig, load_params
 from advland.core.errors import DataError
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
@@ -23,6 +23,7 @@ from advland.report.main_paper import claim1, claim2
 from advland.report.render import Document
 from advland.report.stats import linear_fit, spearman
 from advland.seeds import ci95_half_width, summarize
+from advland.toy import toy_study
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -316,8 +317,12 @@ def test_report_from_fixture_metrics(one_seed):
         "remedy_esgd",
         "remedy_awp",
         "liu_top20",
+        "liu_collapse",
+        "kanai_smoothness",
+        "kanai_entropy",
         "failed_models",
     }
+    assert verdicts["liu_collapse"] == {}  # no companion outputs given: not run
     assert verdicts["failed_models"] == 0
     assert verdicts["claim1"]["mnist2-lr-l2-adv"] == {
         "reproduced": True,
@@ -450,7 +455,14 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
         write_run(tmp_path, run, per_seed)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["runs"] = {run.run_id: run.model_dump(exclude_none=True) for run in lams}
+    params["companion"]["linear"] = {}
+    params["companion"]["toy"]["points"] = 41
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    toy = toy_study(ToyConfig.model_validate(params["companion"]["toy"]), tmp_path / "toy.csv")
+    (tmp_path / "companion").mkdir()
+    shutil.move(tmp_path / "toy.csv", tmp_path / "companion" / "toy.csv")
+    (tmp_path / "metrics" / "companion").mkdir(parents=True)
+    (tmp_path / "metrics" / "companion" / "toy.json").write_text(json.dumps(toy))
     prepared = tmp_path / "data" / "prepared"
     prepared.mkdir(parents=True)
     for name in params["prepare"]["datasets"]:
@@ -459,8 +471,7 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
 
     def stage(paper: str) -> subprocess.CompletedProcess:
         args = ["metrics", "landscapes", "spectra/values", "logs/train", "data/prepared", paper]
-        args.append("reports")
-        args.append("summary.json")
+        args += ["reports", "summary.json", "companion"]
         cmd = [sys.executable, str(REPO / "stages" / "report.py"), *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
@@ -471,6 +482,7 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["claim2"]["mnist2-lr-l2"]["reproduced"] is True
+    assert summary["kanai_entropy"]["toy surfaces"]["reproduced"] is True
     assert (tmp_path / "reports" / "report.html").is_file()
 
 

@@ -298,6 +298,75 @@ class LandscapeConfig(Strict):
         return v
 
 
+class CollapseConfig(Strict):
+    """Liu et al.'s collapse to w = 0: logistic regression trained at eps = factor x the
+    predicted threshold (theory.collapse_eps), then bisection between the largest eps
+    that kept w and the smallest that collapsed (||w||_2 <= w_tol)."""
+
+    factors: list[PositiveFloat] = Field(min_length=1)
+    bisect: NonNegativeInt
+    max_doublings: NonNegativeInt  # grow eps x2 while nothing collapsed
+    w_tol: PositiveFloat
+    train: TrainConfig
+    pgd: AttackConfig  # L2 with the box, which has no closed form (train and evaluate)
+    seed: int
+
+
+class SmoothPoint(Strict):
+    """An objective evaluated at a trained run's weights (its first seed)."""
+
+    run: str
+    eps: float
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+
+class SmoothPoints(Strict):
+    standard: SmoothPoint
+    l2: SmoothPoint
+    linf: SmoothPoint
+
+
+class SmoothnessConfig(Strict):
+    """Kanai et al.'s smoothness: ||grad L(w + r u) - grad L(w)|| / r over radii r and
+    random unit directions u, per objective (standard, l2, linf) at its trained weights
+    and at the same weights with one coordinate moved to +tiny (a sign change)."""
+
+    points: SmoothPoints
+    radii: list[PositiveFloat] = Field(min_length=2)
+    directions: PositiveInt
+    tiny: PositiveFloat
+    n_train: PositiveInt | None
+    seed: int
+
+
+class ToyConfig(Strict):
+    """Kanai et al.'s toy surfaces: one point (x, y), 2 weights, eps; a grid of
+    `points` x `points` weights in [-extent, extent]^2; EntropySGD coupling gamma."""
+
+    x: list[float] = Field(min_length=2, max_length=2)
+    y: Literal[0, 1]
+    eps: PositiveFloat
+    extent: PositiveFloat
+    points: Annotated[int, Field(ge=5)]
+    gamma: PositiveFloat
+    pgd: AttackConfig
+    h: PositiveFloat  # the gradient jump is measured between w and its mirror at distance 2h
+
+
+class LinearCompanion(Strict):
+    collapse: CollapseConfig
+    smoothness: SmoothnessConfig
+
+
+class CompanionConfig(Strict):
+    """Liu et al. (2020) and Kanai et al. (2021): `linear` per binary dataset (stages
+    collapse@<dataset> and smoothness@<dataset>; {} runs none), and the toy surfaces."""
+
+    linear: dict[Literal["mnist2", "cifar2"], LinearCompanion]
+    toy: ToyConfig
+
+
 PER_MODEL = ("train", "evaluate", "hessian", "landscape")  # sections keyed dataset, model
 
 
@@ -311,6 +380,7 @@ class Params(Strict):
     evaluate: dict[Dataset, dict[str, EvaluateConfig]]  # per dataset, per model
     hessian: dict[Dataset, dict[str, HessianConfig]]
     landscape: dict[Dataset, dict[str, LandscapeConfig]]
+    companion: CompanionConfig
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""
@@ -341,6 +411,11 @@ class Params(Strict):
 
     def landscape_for(self, run: Run) -> LandscapeConfig:
         return self.landscape[run.dataset][run.model]
+
+    def linear_companion(self, dataset: str) -> LinearCompanion:
+        if dataset not in self.companion.linear:
+            raise ParamsError(f"companion.linear: {dataset!r} is not listed")
+        return self.companion.linear[dataset]
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -400,6 +475,21 @@ def _check_runs(params: Params) -> None:
         params.train_for(run)  # the merged overrides validate
 
 
+def _check_companion(params: Params) -> None:
+    """Each companion dataset is prepared; each smoothness point is one of its lr runs."""
+    for dataset, linear in params.companion.linear.items():
+        where = f"companion.linear.{dataset}"
+        if dataset not in params.prepare.datasets:
+            raise ParamsError(f"{where}: dataset {dataset!r} is not in prepare.datasets")
+        for key, point in linear.smoothness.points:
+            run = params.runs.get(point.run)
+            if run is None or run.dataset != dataset or run.model != "lr":
+                raise ParamsError(
+                    f"{where}.smoothness.points.{key}.run: {point.run!r} is not an lr run "
+                    f"on {dataset} listed in runs"
+                )
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params dict; every error names the key, the value and what is allowed."""
     if not isinstance(raw, dict):
@@ -420,6 +510,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         if len(set(params.seeds)) != len(params.seeds):
             raise ParamsError(f"seeds: a seed is listed twice ({params.seeds})")
         _check_runs(params)
+        _check_companion(params)
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params

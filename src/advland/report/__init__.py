@@ -18,7 +18,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import deep_nets, main_paper, remedies, spectra
+from advland.report import companion, deep_nets, main_paper, remedies, spectra
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -116,6 +116,7 @@ def build_report(
     paper: dict,
     out_dir: Path,
     spectra_dir: Path,
+    companion_dir: Path | None = None,
 ) -> dict:
     """Write report.md, report.html, figures/*.png and tables/runs.csv under out_dir;
     return the verdict summary (see `summary`) and the number of failed models."""
@@ -124,10 +125,20 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
     failed = failures(runs, metrics_dir)
-    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures, Path(spectra_dir))
+    inputs = Inputs(
+        Path(landscapes_dir),
+        Path(logs_dir),
+        paper,
+        params,
+        figures,
+        Path(spectra_dir),
+        companion_dir and Path(companion_dir),
+        Path(metrics_dir) / "companion",
+    )
     plain, plain_seeds = table[table.tag == ""], per_seed[per_seed.tag == ""]
     studies = [
-        study.study(plain, plain_seeds, inputs) for study in (main_paper, deep_nets, spectra)
+        study.study(plain, plain_seeds, inputs)
+        for study in (main_paper, deep_nets, spectra, companion)
     ]
     studies.append(remedies.study(table, per_seed, inputs))
     verdicts = [v for s in studies for v in s.verdicts]

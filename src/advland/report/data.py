@@ -33,6 +33,8 @@ class Inputs:
     params: dict  # params.yaml, validated
     figures: Path
     spectra: Path  # spectra/values/<run_id>.csv: eigenvalues per seed (hessian stage)
+    companion: Path | None = None  # companion/: the companion stages' tables
+    companion_metrics: Path | None = None  # metrics/companion/
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

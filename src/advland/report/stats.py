@@ -27,6 +27,9 @@ CLAIMS = {  # summary key -> how the report names it
     "remedy_esgd": "Kanai: EntropySGD trains faster, more robust",
     "remedy_awp": "Wu: AWP lowers λ1 and narrows the robust gap",
     "liu_top20": "Liu: the top-20 eigenvalues rise with eps",
+    "liu_collapse": "Liu: the linear model collapses to w = 0 at large eps",
+    "kanai_smoothness": "Kanai: the L2 adversarial loss is smooth, the Linf one is not",
+    "kanai_entropy": "Kanai: EntropySGD smooths the toy losses",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).

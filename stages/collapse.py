@@ -1,0 +1,16 @@
+"""collapse: Liu et al.'s collapse of adversarially trained logistic regression to w = 0,
+predicted (theory.collapse_eps) against measured, per norm and box setting."""
+
+from advland.collapse import collapse_study
+from advland.core.config import load_params
+from advland.core.stage import run_stage
+from advland.data import load_prepared
+
+
+def main(args) -> dict:
+    cfg = load_params().linear_companion(args.dataset).collapse
+    return collapse_study(load_prepared(args.data), cfg, args.table)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__, "dataset", "data", "table", "metrics")

@@ -1,0 +1,14 @@
+"""toy: Kanai et al.'s toy loss surfaces over a 2-D weight (linear and swish; standard,
+L2 and Linf adversarial) and their EntropySGD-smoothed versions."""
+
+from advland.core.config import load_params
+from advland.core.stage import run_stage
+from advland.toy import toy_study
+
+
+def main(args) -> dict:
+    return toy_study(load_params().companion.toy, args.table)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__, "table", "metrics")
