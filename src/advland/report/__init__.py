@@ -16,7 +16,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import deep_nets, main_paper
+from advland.report import deep_nets, finetune, main_paper
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -121,8 +121,8 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     table, per_seed = collect(runs, metrics_dir), collect_seeds(runs, metrics_dir)
     failed = failures(runs, metrics_dir)
-    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures)
-    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets)]
+    inputs = Inputs(Path(landscapes_dir), Path(logs_dir), paper, params, figures, Path(metrics_dir))
+    studies = [study.study(table, per_seed, inputs) for study in (main_paper, deep_nets, finetune)]
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])
 

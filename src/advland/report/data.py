@@ -32,6 +32,7 @@ class Inputs:
     paper: dict  # reports/paper_values.yaml
     params: dict  # params.yaml, validated
     figures: Path
+    metrics: Path | None = None  # metrics/: files other than the runs' (metrics/finetune)
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

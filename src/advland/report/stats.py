@@ -23,6 +23,9 @@ CLAIMS = {  # summary key -> how the report names it
     "claim1_closed_form": "1: the same on the closed-form objective",
     "claim2": "2: random noise sharpens much less",
     "claim3": "3: deep nets get sharper, with a larger robust gap",
+    "finetune_sharper": "Xu et al.: adversarial fine-tuning sharpens (λ1)",
+    "finetune_order": "Xu et al.: sharpness FGSM > PGD > stAdv",
+    "finetune_ssim": "Xu et al.: 1 − SSIM of the attack tracks sharpness",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).
@@ -52,7 +55,7 @@ def linear_fit(x, y) -> tuple[float, float, float]:
 
 @dataclass
 class Verdict:
-    claim: str  # the summary key: claim1, claim1_scaled, claim1_closed_form, claim2, claim3
+    claim: str  # the summary key, one of CLAIMS
     subject: str
     reproduced: bool
     numbers: dict[str, float]
