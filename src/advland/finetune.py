@@ -31,8 +31,9 @@ from advland.core.perturb import ATTACKS, Perturb
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.hessian import sharpness_run
-from advland.landscape import landscape_run
+from advland.landscape import landscape_run, partial_path
 from advland.seeds import summarize
+from advland.sources import file_digest
 from advland.train import fit, weight_norm
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,16 @@ def finetune_seeds(
 
 
 def evaluate_model(
-    name: str, model: nn.Module, source: Run, data: Dataset, cfg: FinetuneConfig, seed: int
+    name: str,
+    model: nn.Module,
+    digest: str,
+    source: Run,
+    data: Dataset,
+    cfg: FinetuneConfig,
+    seed: int,
 ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
-    """One model's row of the matrix, its sharpness and its landscapes."""
+    """One model's row of the matrix, its sharpness and its landscapes (an interrupted 2D
+    grid resumes from a file keyed by the checkpoint's `digest` and the settings)."""
     x, y = data.x_test[: cfg.n_test], data.y_test[: cfg.n_test]
     out = {f"acc_{name}_{CLEAN}": accuracy(model, x, y, None, cfg.batch_size)}
     for key, spec in cfg.attacks.items():
@@ -139,7 +147,9 @@ def evaluate_model(
     out |= {f"{k}_{name}": v for k, v in sharp.items() if k in keep}
     n_l = cfg.landscape.n_train
     splits = {"train": (data.x_train[:n_l], data.y_train[:n_l])}
-    partial = Path("landscapes/.partial") / f"finetune-{cfg.source}-{name}-{seed}.csv"
+    partial = partial_path(
+        Path("landscapes/.partial"), f"finetune-{name}", digest, cfg.landscape.model_dump()
+    )
     curve, surface, summary = landscape_run(model, splits, identity, False, cfg.landscape, partial)
     partial.unlink(missing_ok=True)
     out |= {f"{k}_{name}": v for k, v in summary.items()}
@@ -165,9 +175,11 @@ def evaluate_seeds(
         dirs = {CLEAN: source_dir} | {key: finetuned / key for key in cfg.attacks}
         per_seed[seed] = {}
         for name, folder in dirs.items():
-            model, _ = load_model(checkpoint_path(folder, seed), device)
+            checkpoint = checkpoint_path(folder, seed)
+            model, _ = load_model(checkpoint, device)
             log.info("seed %d: evaluating %s", seed, name)
-            row, curve, surface = evaluate_model(name, model, source, data, cfg, seed)
+            digest = file_digest(checkpoint)
+            row, curve, surface = evaluate_model(name, model, digest, source, data, cfg, seed)
             per_seed[seed] |= row
             for frame, frames in ((curve, curves), (surface, surfaces)):
                 frame.insert(0, "model", name)

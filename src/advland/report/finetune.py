@@ -20,7 +20,7 @@ from matplotlib.colors import LogNorm
 
 from advland.report import figures as figs
 from advland.report.data import Inputs, read_json, read_landscape
-from advland.report.stats import RHO_MIN, NotRun, Study, decide, spearman
+from advland.report.stats import CLAIMS, RHO_MIN, NotRun, Study, decide, spearman
 
 CLEAN = "clean"
 ORDER = ("fgsm", "pgd", "stadv")  # the paper's sharpness ordering, sharpest first
@@ -28,7 +28,7 @@ PAPER_KEY = "xu2019"
 CRITERIA = [
     "**Fine-tuning sharpens**: per attack, λ1 of the model fine-tuned on it > λ1 of the "
     "clean model.",
-    "**Ordering**: λ1(FGSM) > λ1(PGD) > λ1(stAdv), the paper's ordering (Fig. 3 there).",
+    "**Ordering**: λ1(FGSM) > λ1(PGD) > λ1(stAdv), the paper's ordering.",
     f"**1 − SSIM tracks sharpness**: Spearman ρ(mean 1 − SSIM of an attack, λ1 of the model "
     f"fine-tuned on it) ≥ {RHO_MIN} over the attacks (the paper's values give ρ = 1).",
     "λ1 and the landscapes are of the clean training loss on the same first training images "
@@ -185,7 +185,7 @@ def contour_figure(grids: dict[str, pd.DataFrame], out):
 def surface_figure(grids: dict[str, pd.DataFrame], out):
     """3D surfaces (mplot3d), one panel per model, the same z range and colour scale."""
     values = np.concatenate([z.to_numpy().ravel() for z in grids.values()])
-    fig = plt.figure(figsize=(3.2 * len(grids), 3.2), layout="constrained")
+    fig = plt.figure(figsize=(3.2 * len(grids), 3.6), layout="constrained")
     for i, (m, z) in enumerate(grids.items()):
         ax = fig.add_subplot(1, len(grids), i + 1, projection="3d")
         a, b = np.meshgrid(z.columns.to_numpy(), z.index.to_numpy())
@@ -220,6 +220,10 @@ def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
         f"{n} seed{'s' * (n > 1)}, means shown. Criteria, fixed before any number was seen:"
     )
     doc.bullets(CRITERIA)
+    for word, group in (("Reproduced", True), ("Not reproduced", False)):
+        hits = [f"{CLAIMS[v.claim]} ({v.subject}: {v.detail})" for v in s.verdicts
+                if v.reproduced == group]  # fmt: skip
+        doc.p(f"**{word}**: " + ("; ".join(hits) if hits else "none") + ".")
     doc.h("Table 1 analogue: accuracy (%) on the first test images", 4)
     doc.table(accuracy_table(mean, attacks, paper))
     doc.p(
