@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -29,7 +30,8 @@ from advland.core.perturb import ATTACKS
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.finetune import evaluate_seeds, finetune_seeds, ssim_loss
-from advland.report.finetune import ordered, tracks_ssim
+from advland.report.data import Inputs
+from advland.report.finetune import ordered, study, tracks_ssim
 
 
 def test_zero_flow_is_the_identity():
@@ -256,3 +258,55 @@ def test_verdict_criteria():
     assert ordered(rows)[0] and tracks_ssim(rows) == (True, {"rho": 1.0})
     swapped = rows.assign(lambda1=[1.0, 3.0, 4.0, 2.0])
     assert not ordered(swapped)[0] and tracks_ssim(swapped)[1]["rho"] == pytest.approx(0.5)
+
+
+def test_report_section_from_fixture_metrics(tmp_path):
+    """Two seeds of known values: the verdicts are decided on their mean, each seed is
+    judged alone, and the tables and both figures are written."""
+    lam = {  # seed -> model -> lambda1
+        0: {"clean": 10.0, "fgsm": 14.0, "pgd": 12.0, "stadv": 11.0},
+        1: {"clean": 10.0, "fgsm": 8.0, "pgd": 13.0, "stadv": 12.0},
+    }
+    ssim = {"fgsm": 0.05, "pgd": 0.01, "stadv": 0.003}
+    models = ["clean", *ssim]
+    seeds = {}
+    for s, values in lam.items():
+        m = {f"lambda1_{k}": v for k, v in values.items()}
+        m |= {f"ssim_loss_{a}": v for a, v in ssim.items()}
+        m |= {f"acc_{r}_{c}": 50.0 + s for r in models for c in models}
+        seeds[str(s)] = m
+    mean = {k: (seeds["0"][k] + seeds["1"][k]) / 2 for k in seeds["0"]}
+    (tmp_path / "metrics" / "finetune").mkdir(parents=True)
+    (tmp_path / "metrics" / "finetune" / "eval.json").write_text(
+        json.dumps({"n_seeds": 2, "seeds": seeds, "mean": mean})
+    )
+    rows = [
+        {"seed": s, "model": m, "alpha": a, "beta": b, "train_clean_loss": 1 + a * a + b * b}
+        for s in (0, 1)
+        for m in models
+        for a in (-1.0, 0.0, 1.0)
+        for b in (-1.0, 0.0, 1.0)
+    ]
+    (tmp_path / "landscapes" / "finetune").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "landscapes" / "finetune" / "2d.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    paper = yaml.safe_load((REPO / "reports" / "paper_values.yaml").read_text())
+    (tmp_path / "figures").mkdir()
+    inputs = Inputs(
+        tmp_path / "landscapes", tmp_path, paper, params, tmp_path / "figures", tmp_path / "metrics"
+    )
+    runs = pd.DataFrame({"run_id": [params["finetune"]["source"]]})
+    s = study(runs, pd.DataFrame(), inputs)
+    got = {(v.claim, v.subject): v for v in s.verdicts}
+    # mean lambda1: clean 10, fgsm 11, pgd 12.5, stadv 11.5
+    assert got["finetune_sharper", "fgsm"].numbers["ratio"] == pytest.approx(1.1)
+    assert got["finetune_sharper", "fgsm"].seeds_agree == 1  # seed 1: 8 < 10
+    assert not got["finetune_order", "fgsm > pgd > stadv"].reproduced
+    assert got["finetune_order", "fgsm > pgd > stadv"].seeds_agree == 1  # seed 0 is ordered
+    # 1 - SSIM ranks fgsm > pgd > stadv; mean lambda1 ranks pgd > stadv > fgsm: rho = -0.5
+    assert got["finetune_ssim", "attacks"].numbers["rho"] == pytest.approx(-0.5)
+    md = s.section.markdown(tmp_path)
+    assert "| none (clean model) | 50.50 / 92.64† |" in md and "| fgsm | 0.0500 | 0.049 |" in md
+    assert (tmp_path / "figures" / "finetune_contours.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "finetune_surfaces.png").stat().st_size > 0
+    assert study(runs.assign(run_id="other"), pd.DataFrame(), inputs).not_run

@@ -241,6 +241,7 @@ def make_report(
     for run, per_seed in lams.items():
         write_run(root, run, per_seed, (failed or {}).get(run, ()))
     params = load_params(REPO / "params.yaml").model_dump() | {"seeds": seeds}
+    params["finetune"] = None  # the fine-tuning study's report: tests/test_finetune.py
     for run in lams:  # every run's landscape settings, as validated params would have
         params["landscape"].setdefault(run.dataset, {})[run.model] = params["landscape"]["mnist2"][
             "lr"
@@ -273,6 +274,9 @@ def test_report_from_fixture_metrics(one_seed):
         "claim1_closed_form",
         "claim2",
         "claim3",
+        "finetune_sharper",
+        "finetune_order",
+        "finetune_ssim",
         "failed_models",
     }
     assert verdicts["failed_models"] == 0
@@ -398,6 +402,7 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
         write_run(tmp_path, run, per_seed)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["runs"] = {run.run_id: run.model_dump(exclude_none=True) for run in lams}
+    del params["finetune"]  # its clean model is not among these runs
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prepared = tmp_path / "data" / "prepared"
     prepared.mkdir(parents=True)

@@ -202,8 +202,9 @@ def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
     s = Study()
     doc = s.section
     cfg = inputs.params.get("finetune")
-    if cfg is None or inputs.metrics is None:
-        s.not_run.append(NotRun("finetune_sharper", "fine-tuning", "no finetune in params"))
+    if cfg is None or inputs.metrics is None or cfg["source"] not in set(runs.run_id):
+        reason = "no finetune section, or its clean model is not among the runs"
+        s.not_run.append(NotRun("finetune_sharper", "fine-tuning", reason))
         return s
     attacks = list(cfg["attacks"])
     metrics = read_json(inputs.metrics / "finetune" / "eval.json")
