@@ -54,10 +54,11 @@ def make_attack(spec: FinetuneAttack, seed: int) -> Perturb:
 def attacked(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Perturb, batch: int, desc: str
 ) -> torch.Tensor:
-    """attack(model, x, y) in batches, as one tensor."""
+    """attack(model, x, y) in batches on the model's device, as one tensor on x's."""
+    dev = next(model.parameters()).device
     return torch.cat(
         [
-            attack(model, x[i : i + batch], y[i : i + batch])
+            attack(model, x[i : i + batch].to(dev), y[i : i + batch].to(dev)).to(x.device)
             for i in tqdm(range(0, len(x), batch), desc=desc, leave=False)
         ]
     )
@@ -146,7 +147,8 @@ def evaluate_model(
     keep = ("lambda1", "lambda2", "lambda3", "trace", "max_rel_residual", "objective")
     out |= {f"{k}_{name}": v for k, v in sharp.items() if k in keep}
     n_l = cfg.landscape.n_train
-    splits = {"train": (data.x_train[:n_l], data.y_train[:n_l])}
+    dev = next(model.parameters()).device
+    splits = {"train": (data.x_train[:n_l].to(dev), data.y_train[:n_l].to(dev))}
     partial = partial_path(
         Path("landscapes/.partial"), f"finetune-{name}", digest, cfg.landscape.model_dump()
     )
