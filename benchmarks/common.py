@@ -62,6 +62,8 @@ def tiny_params(params: Params, run_ids: Sequence[str], n: int = TINY_N) -> Para
     """`params` cut to `run_ids`, one epoch, and n examples wherever a stage takes a subset."""
     raw = params.model_dump()
     raw["runs"] = {r: raw["runs"][r] for r in run_ids}
+    raw["companion"]["linear"] = {}  # its stages read models of runs cut here
+    raw["finetune"] = None
     for models in raw["train"].values():
         for cfg in models.values():
             cfg["epochs"] = 1

@@ -15,7 +15,8 @@ from conftest import REPO
 from test_pipeline import dvc, make_repo
 
 STAGES = (
-    "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy", "report"
+    "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
+    "finetune", "finetune_eval", "report",
 )  # fmt: skip
 
 
@@ -102,6 +103,11 @@ def fake_outputs(repo: Path) -> None:
         files += [f"landscapes/{k}/{run}.csv" for k in ("1d", "2d", "eigen1d", "eigen2d")]
         files += [f"spectra/values/{run}.csv", f"spectra/vectors/{run}.pt"]
         files += [f"metrics/{s}/{run}.json" for s in ("train", "evaluate", "hessian", "landscape")]
+    ft = params["finetune"]
+    files += [f"models/{ft['source']}/seed0.pt", "metrics/finetune/eval.json"]
+    files += [f"landscapes/finetune/{k}.csv" for k in ("1d", "2d")]
+    for key in ft["attacks"]:
+        files += [f"models/finetune/{key}/seed0.pt", f"metrics/finetune/{key}.json"]
     files += ["reports/report.md", "reports/report.html", "reports/figures/f.png"]
     files += ["reports/tables/runs.csv", "metrics/summary.json"]
     files += ["companion/toy.csv", "metrics/companion/toy.json"]
@@ -150,6 +156,13 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     assert changed_stages(repo) == per_run(LR_RUNS, *downstream) | {"report"}
     (repo / "params.yaml").write_text(original)
 
+    edit_yaml(repo, lambda p: p["finetune"]["attacks"]["pgd"]["attack"].update({"steps": 9}))
+    assert changed_stages(repo) == {"finetune@pgd", "finetune_eval", "report"}
+    (repo / "params.yaml").write_text(original)
+    edit_yaml(repo, lambda p: p["finetune"].update({"n_test": 9}))
+    assert changed_stages(repo) == {"finetune_eval", "report"}
+    (repo / "params.yaml").write_text(original)
+
     for section, key in (
         ("evaluate", "n_train"),
         ("hessian", "n_samples"),
@@ -172,24 +185,29 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
 
     users = {stage: imported_modules(stage) | {"src/advland/core/warm.py"} for stage in STAGES}
     runs = list(yaml.safe_load(original)["runs"])
+    attacks = list(yaml.safe_load(original)["finetune"]["attacks"])
     for module in sorted(set().union(*users.values())):
         path = repo / module
         text = path.read_text()
         path.write_text(text + "\n\ndef _edited() -> None:\n    pass\n")
-        assert changed_stages(repo) == stages_using(module, users, runs), module
+        assert changed_stages(repo) == stages_using(module, users, runs, attacks), module
         path.write_text(text)
 
 
-def stages_using(module: str, users: dict[str, set[str]], runs: list[str]) -> set[str]:
-    """The stage names (per dataset or run) whose script imports `module`."""
+def stages_using(
+    module: str, users: dict[str, set[str]], runs: list[str], attacks: list[str]
+) -> set[str]:
+    """The stage names (per dataset, run or attack) whose script imports `module`."""
     out = set()
     for stage, modules in users.items():
         if module not in modules:
             continue
-        if stage in ("report", "toy"):
+        if stage in ("report", "toy", "finetune_eval"):
             out.add(stage)
         elif stage in ("collapse", "smoothness"):
             out.add(f"{stage}@mnist2")
+        elif stage == "finetune":
+            out |= {f"finetune@{a}" for a in attacks}
         elif stage == "prepare":
             out |= {"prepare@mnist2", "prepare@fashion_mnist"}
         else:

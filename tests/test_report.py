@@ -280,6 +280,7 @@ def make_report(
     for run, per_seed in lams.items():
         write_run(root, run, per_seed, (failed or {}).get(run, ()))
     params = load_params(REPO / "params.yaml").model_dump() | {"seeds": seeds}
+    params["finetune"] = None  # the fine-tuning study's report: tests/test_finetune.py
     for run in lams:  # every run's landscape settings, as validated params would have
         params["landscape"].setdefault(run.dataset, {})[run.model] = params["landscape"]["mnist2"][
             "lr"
@@ -320,6 +321,9 @@ def test_report_from_fixture_metrics(one_seed):
         "liu_collapse",
         "kanai_smoothness",
         "kanai_entropy",
+        "finetune_sharper",
+        "finetune_order",
+        "finetune_ssim",
         "failed_models",
     }
     assert verdicts["liu_collapse"] == {}  # no companion outputs given: not run
@@ -457,6 +461,7 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     params["runs"] = {run.run_id: run.model_dump(exclude_none=True) for run in lams}
     params["companion"]["linear"] = {}
     params["companion"]["toy"]["points"] = 41
+    del params["finetune"]  # its clean model is not among these runs
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     toy = toy_study(ToyConfig.model_validate(params["companion"]["toy"]), tmp_path / "toy.csv")
     (tmp_path / "companion").mkdir()

@@ -291,12 +291,12 @@ def landscape_run(
     perturb: Perturb,
     rerun: bool,
     cfg,
-    partials: tuple[Path, Path],
-    vectors: torch.Tensor,
+    partials: tuple[Path, ...],
+    vectors: torch.Tensor | None = None,
 ) -> tuple[list[pd.DataFrame], dict[str, float]]:
-    """1D curves and 2D surfaces of one model along random directions and along the
-    Hessian's top eigenvectors `vectors` (rows), and the curves' summaries (curve_summary;
-    eigen_*: along v1).
+    """1D curves and 2D surfaces of one model along random directions and, given
+    `vectors`, along the Hessian's top eigenvectors (rows), and the curves' summaries
+    (curve_summary; eigen_*: along v1).
 
     `perturb` is the run's objective perturbation; with rerun=False (or random
     noise, which does not depend on the weights) it is applied once at the centre.
@@ -309,6 +309,8 @@ def landscape_run(
     points = (cfg.points_1d, cfg.points_2d)
     frames = list(landscapes(model, d1, d2, cfg.alpha, points, splits, perturb, fixed, partials[0]))
     summary = curve_summary(frames[0])
+    if vectors is None:
+        return frames, summary
     e = eigen_directions(model, vectors, cfg.include_bias)
     points = (cfg.eigen_points_1d, cfg.eigen_points_2d)
     alpha = cfg.eigen_alpha or cfg.alpha

@@ -110,13 +110,16 @@ class Run(Strict):
 
 class AttackConfig(Strict):
     """An attack from perturb.ATTACKS; PGD's step is `step_size`, or
-    `rel_step_size * eps / steps`."""
+    `rel_step_size * eps / steps`. stadv: `steps` Adam steps of `step_size` pixels on the
+    flow, `tau` the weight of its smoothness loss, `kappa` the margin's confidence."""
 
     name: str = "pgd"
     steps: PositiveInt
     step_size: PositiveFloat | None = None
     rel_step_size: PositiveFloat | None = None
     random_start: bool = True
+    tau: NonNegativeFloat | None = None  # stadv only (Xiao et al.: 0.05)
+    kappa: NonNegativeFloat | None = None  # stadv only (default 0)
 
     @field_validator("name")
     @classmethod
@@ -127,6 +130,11 @@ class AttackConfig(Strict):
     def _one_step_rule(self) -> AttackConfig:
         if (self.step_size is None) == (self.rel_step_size is None):
             raise ValueError("give exactly one of step_size or rel_step_size")
+        stadv = self.name == "stadv"
+        if stadv and (self.tau is None or self.step_size is None):
+            raise ValueError("stadv needs tau and step_size (its Adam step in pixels)")
+        if not stadv and (self.tau is not None or self.kappa is not None):
+            raise ValueError(f"tau and kappa are stadv's; attack {self.name!r} does not use them")
         return self
 
     def step(self, eps: float) -> float:
@@ -266,6 +274,13 @@ class HessianConfig(Strict):
         return self
 
 
+def odd_points(v: int) -> int:
+    """A 1D grid size: odd, so that alpha = 0 is on the grid."""
+    if v % 2 == 0:
+        raise ValueError("must be odd, so that alpha = 0 is on the grid")
+    return v
+
+
 class LandscapeConfig(Strict):
     alpha: PositiveFloat
     points_1d: Annotated[int, Field(ge=3)]
@@ -286,9 +301,7 @@ class LandscapeConfig(Strict):
     @field_validator("points_1d", "eigen_points_1d")
     @classmethod
     def _odd(cls, v: int, info: ValidationInfo) -> int:
-        if v % 2 == 0 and not (v == 0 and info.field_name == "eigen_points_1d"):
-            raise ValueError("must be odd, so that alpha = 0 is on the grid")
-        return v
+        return v if v == 0 and info.field_name == "eigen_points_1d" else odd_points(v)
 
     @field_validator("eigen_points_1d", "eigen_points_2d")
     @classmethod
@@ -367,6 +380,65 @@ class CompanionConfig(Strict):
     toy: ToyConfig
 
 
+class FinetuneAttack(Strict):
+    """One attack of the fine-tuning study: it makes one fine-tuning set and is one column
+    of the evaluation matrix. eps is the norm ball's radius (stadv has none: 0)."""
+
+    norm: str = "linf"
+    eps: float = 0.0
+    attack: AttackConfig
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return NORMS.check(v)
+
+    @model_validator(mode="after")
+    def _radius(self) -> FinetuneAttack:
+        if (self.attack.name == "stadv") != (self.eps == 0):
+            raise ValueError("eps must be 0 for stadv (it has no ball) and > 0 for the others")
+        return self
+
+
+class FinetuneLandscape(Strict):
+    """Filter-normalized 1D curve and 2D surface of the clean training loss (landscape_run)."""
+
+    alpha: PositiveFloat
+    points_1d: Annotated[int, Field(ge=3)]
+    points_2d: Annotated[int, Field(ge=3)]
+    direction_seed: int
+    include_bias: bool
+    n_train: PositiveInt
+
+    _odd = field_validator("points_1d")(odd_points)
+
+
+class FinetuneConfig(Strict):
+    """Xu, Yap & Prabhu (2019): the clean model `source` (a run with eps 0 on `dataset`)
+    fine-tuned on its first n_train training images plus one adversarial copy of each,
+    per attack; then accuracy under every attack, 1 - SSIM, sharpness and landscapes."""
+
+    source: str
+    dataset: Dataset
+    n_train: PositiveInt | None
+    attacks: dict[str, FinetuneAttack] = Field(min_length=1)
+    train: TrainConfig
+    n_test: PositiveInt  # the evaluation matrix and 1 - SSIM: first n test images
+    batch_size: PositiveInt
+    hessian: HessianConfig
+    landscape: FinetuneLandscape
+
+    @field_validator("attacks")
+    @classmethod
+    def _keys(cls, v: dict) -> dict:
+        for key in v:
+            if not TAG.match(key) or key == "clean":
+                raise ValueError(f"{key!r}: a key is lower-case letters, digits and _, not clean")
+        return v
+
+
 PER_MODEL = ("train", "evaluate", "hessian", "landscape")  # sections keyed dataset, model
 
 
@@ -381,6 +453,7 @@ class Params(Strict):
     hessian: dict[Dataset, dict[str, HessianConfig]]
     landscape: dict[Dataset, dict[str, LandscapeConfig]]
     companion: CompanionConfig
+    finetune: FinetuneConfig | None = None
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""
@@ -490,6 +563,20 @@ def _check_companion(params: Params) -> None:
                 )
 
 
+def _check_finetune(params: Params) -> None:
+    ft = params.finetune
+    if ft is None:
+        return
+    run = params.run(ft.source) if ft.source in params.runs else None
+    if run is None:
+        raise ParamsError(f"finetune.source: {ft.source!r} is not listed in runs")
+    if run.dataset != ft.dataset or run.eps != 0:
+        raise ParamsError(
+            f"finetune.source: {ft.source!r} must be a clean run (eps 0) on finetune.dataset "
+            f"{ft.dataset!r}"
+        )
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params dict; every error names the key, the value and what is allowed."""
     if not isinstance(raw, dict):
@@ -511,6 +598,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
             raise ParamsError(f"seeds: a seed is listed twice ({params.seeds})")
         _check_runs(params)
         _check_companion(params)
+        _check_finetune(params)
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params

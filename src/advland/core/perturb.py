@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from advland.core.attacks import fgsm, pgd
+from advland.core.attacks import fgsm, pgd, stadv
 from advland.core.errors import Registry
 from advland.core.noise import random_noise
 
@@ -36,6 +36,16 @@ def pgd_attack(cfg, norm: str, eps: float, generator: torch.Generator | None) ->
 def fgsm_attack(cfg, norm: str, eps: float, generator: torch.Generator | None) -> Perturb:
     """One step of size eps, no random start (cfg's steps and step size do not apply)."""
     return lambda model, x, y: fgsm(model, x, y, norm, eps)
+
+
+@ATTACKS.register("stadv")
+def stadv_attack(cfg, norm: str, eps: float, generator: torch.Generator | None) -> Perturb:
+    """stAdv's flow attack: cfg.steps Adam steps of cfg.step_size pixels, weight cfg.tau on
+    the flow's smoothness, margin confidence cfg.kappa. It has no norm ball: norm and eps do
+    not apply (but make_perturb still gives the identity at eps = 0)."""
+    return lambda model, x, y: stadv(
+        model, x, y, cfg.tau, cfg.steps, cfg.step_size, cfg.kappa or 0.0
+    )
 
 
 class Perturbation(NamedTuple):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import companion, deep_nets, main_paper, remedies, spectra
+from advland.report import companion, deep_nets, finetune, main_paper, remedies, spectra
 from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
@@ -134,11 +134,12 @@ def build_report(
         Path(spectra_dir),
         companion_dir and Path(companion_dir),
         Path(metrics_dir) / "companion",
+        Path(metrics_dir),
     )
     plain, plain_seeds = table[table.tag == ""], per_seed[per_seed.tag == ""]
     studies = [
         study.study(plain, plain_seeds, inputs)
-        for study in (main_paper, deep_nets, spectra, companion)
+        for study in (main_paper, deep_nets, spectra, companion, finetune)
     ]
     studies.append(remedies.study(table, per_seed, inputs))
     verdicts = [v for s in studies for v in s.verdicts]

@@ -35,6 +35,7 @@ class Inputs:
     spectra: Path  # spectra/values/<run_id>.csv: eigenvalues per seed (hessian stage)
     companion: Path | None = None  # companion/: the companion stages' tables
     companion_metrics: Path | None = None  # metrics/companion/
+    metrics: Path | None = None  # metrics/: files other than the runs' (metrics/finetune)
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net

@@ -30,6 +30,9 @@ CLAIMS = {  # summary key -> how the report names it
     "liu_collapse": "Liu: the linear model collapses to w = 0 at large eps",
     "kanai_smoothness": "Kanai: the L2 adversarial loss is smooth, the Linf one is not",
     "kanai_entropy": "Kanai: EntropySGD smooths the toy losses",
+    "finetune_sharper": "Xu et al.: adversarial fine-tuning sharpens (λ1)",
+    "finetune_order": "Xu et al.: sharpness FGSM > PGD > stAdv",
+    "finetune_ssim": "Xu et al.: 1 − SSIM of the attack tracks sharpness",
 }
 
 # A criterion: the rows of one subject -> (met?, the numbers it was decided on).

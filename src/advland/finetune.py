@@ -1,0 +1,195 @@
+"""Adversarial fine-tuning (Xu, Yap & Prabhu 2019): sharpness of fine-tuned landscapes.
+
+A clean model (eps 0) is fine-tuned, once per attack A, on the 1:1 set
+{(x_i, y_i)} + {(A(x_i), y_i)}: one adversarial example per training image, made once
+against the clean model and then fixed. Training is `train.fit` with the identity as its
+perturbation, from the clean weights. Then, for the clean model and each fine-tuned one:
+accuracy on clean test images and under every attack (run against that model), the
+Hessian's top eigenvalues and trace (`hessian.sharpness_run`) and a filter-normalized 1D
+curve and 2D surface (`landscape.landscape_run`), both of the clean training loss on the
+same first images, so that every model is measured on one function of its weights;
+and 1 - SSIM between each test image and its adversarial version against the clean model
+(pytorch_msssim: 11x11 gaussian window, sigma 1.5, data range 1, the valid region as in
+scikit-image's gaussian_weights=True, use_sample_covariance=False).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+from pytorch_msssim import ssim
+from torch import nn
+from tqdm import tqdm
+
+from advland.core.config import FinetuneAttack, FinetuneConfig, Run
+from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
+from advland.core.models import checkpoint_path, load_model
+from advland.core.perturb import ATTACKS, Perturb
+from advland.data import Dataset
+from advland.evaluate import accuracy
+from advland.hessian import sharpness_run
+from advland.landscape import landscape_run, partial_path
+from advland.seeds import summarize
+from advland.sources import file_digest
+from advland.train import fit, weight_norm
+
+log = logging.getLogger(__name__)
+WINDOW = 11  # SSIM's gaussian window: sigma 1.5, truncated at 3.5 sigma as in scikit-image
+CLEAN = "clean"  # the model before fine-tuning, and the clean column of the matrix
+
+
+def identity(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def make_attack(spec: FinetuneAttack, seed: int) -> Perturb:
+    """The attack of one fine-tuning set (a random start, if any, drawn from `seed`)."""
+    gen = torch.Generator().manual_seed(seed)
+    return ATTACKS[spec.attack.name](spec.attack, spec.norm, spec.eps, gen)
+
+
+def attacked(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Perturb, batch: int, desc: str
+) -> torch.Tensor:
+    """attack(model, x, y) in batches on the model's device, as one tensor on x's."""
+    dev = next(model.parameters()).device
+    return torch.cat(
+        [
+            attack(model, x[i : i + batch].to(dev), y[i : i + batch].to(dev)).to(x.device)
+            for i in tqdm(range(0, len(x), batch), desc=desc, leave=False)
+        ]
+    )
+
+
+def ssim_loss(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM(x_i, x_adv_i) per image (see the module doc for the settings)."""
+    if min(x.shape[-2:]) < WINDOW:
+        raise ValueError(f"SSIM needs images of at least {WINDOW}x{WINDOW} pixels")
+    sim = ssim(x_adv.double(), x.double(), 1.0, size_average=False, win_size=WINDOW, win_sigma=1.5)
+    return 1 - sim
+
+
+def finetune_seed(
+    model: nn.Module, data: Dataset, spec: FinetuneAttack, cfg: FinetuneConfig, seed: int, key: str
+) -> tuple[dict, list[dict]]:
+    """Fine-tune `model` in place on the clean + adversarial set; returns the summary
+    and the per-epoch rows."""
+    x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
+    x_adv = attacked(model, x, y, make_attack(spec, seed + 7), cfg.batch_size, f"make {key}")
+    before = {
+        "clean_model_adv_train_acc": accuracy(model, x_adv, y, None, cfg.batch_size),
+        "train_ssim_loss": ssim_loss(x, x_adv).mean().item(),
+    }
+    torch.manual_seed(seed)
+    generators = (torch.Generator().manual_seed(seed),)
+    history, _ = fit(
+        model, torch.cat([x, x_adv]), torch.cat([y, y]), cfg.train, identity, generators, key
+    )
+    return before | {
+        "final_train_loss": history[-1]["train_loss"],
+        "final_train_acc": history[-1]["train_acc"],
+        "epochs": cfg.train.epochs,
+        "n_train": len(x),
+        "weight_norm": weight_norm(model),
+    }, history
+
+
+def finetune_seeds(
+    key: str, data: Dataset, seeds: list[int], cfg: FinetuneConfig, source: Path, out: Path
+) -> dict:
+    """Fine-tune every seed's clean model (source/seed<k>.pt) with attack `key`; writes
+    out/seed<k>.pt (all at once, when every seed is done) and returns the summaries."""
+    spec = cfg.attacks[key]
+    payloads, summaries = {}, {}
+    for seed in seeds:
+        model, payload = load_model(checkpoint_path(source, seed), cfg.train.hardware.device)
+        summaries[seed], history = finetune_seed(model, data, spec, cfg, seed, key)
+        log.info("%s seed %d: %s", key, seed, summaries[seed])
+        payloads[seed] = payload | {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "run_id": f"{cfg.source}-finetune-{key}",
+            "history": history,
+            "weight_norm": summaries[seed]["weight_norm"],
+            "n_train": summaries[seed]["n_train"],
+        }
+        payloads[seed].pop("last_state_dict", None)
+    with atomic_dir(out) as staging:
+        for seed, payload in payloads.items():
+            save_checkpoint(checkpoint_path(staging, seed), payload)
+    return summarize(summaries)
+
+
+def evaluate_model(
+    name: str,
+    model: nn.Module,
+    digest: str,
+    source: Run,
+    data: Dataset,
+    cfg: FinetuneConfig,
+    seed: int,
+) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
+    """One model's row of the matrix, its sharpness and its landscapes (an interrupted 2D
+    grid resumes from a file keyed by the checkpoint's `digest` and the settings)."""
+    x, y = data.x_test[: cfg.n_test], data.y_test[: cfg.n_test]
+    out = {f"acc_{name}_{CLEAN}": accuracy(model, x, y, None, cfg.batch_size)}
+    for key, spec in cfg.attacks.items():
+        x_adv = attacked(model, x, y, make_attack(spec, seed + 8), cfg.batch_size, f"{name}: {key}")
+        out[f"acc_{name}_{key}"] = accuracy(model, x_adv, y, None, cfg.batch_size)
+        if name == CLEAN:
+            out[f"ssim_loss_{key}"] = ssim_loss(x, x_adv).mean().item()
+    n_h = cfg.hessian.n_samples
+    sharp, _ = sharpness_run(
+        model, source, data.x_train[:n_h], data.y_train[:n_h], identity, cfg.hessian, 0.0
+    )
+    keep = ("lambda1", "lambda2", "lambda3", "trace", "max_rel_residual", "objective")
+    out |= {f"{k}_{name}": v for k, v in sharp.items() if k in keep}
+    n_l = cfg.landscape.n_train
+    dev = next(model.parameters()).device
+    splits = {"train": (data.x_train[:n_l].to(dev), data.y_train[:n_l].to(dev))}
+    partial = partial_path(
+        Path("landscapes/.partial"), f"finetune-{name}", digest, cfg.landscape.model_dump()
+    )
+    (curve, surface), summary = landscape_run(
+        model, splits, identity, False, cfg.landscape, (partial,)
+    )
+    partial.unlink(missing_ok=True)
+    out |= {f"{k}_{name}": v for k, v in summary.items()}
+    return out, curve, surface
+
+
+def evaluate_seeds(
+    data: Dataset,
+    seeds: list[int],
+    cfg: FinetuneConfig,
+    source: Run,
+    source_dir: Path,
+    finetuned: Path,
+    out_1d: Path,
+    out_2d: Path,
+) -> dict:
+    """The matrix, 1 - SSIM, sharpness and landscapes of the clean model (source_dir) and
+    of every fine-tuned one (finetuned/<key>), every seed; landscapes go to two CSVs with
+    `seed` and `model` columns."""
+    per_seed, curves, surfaces = {}, [], []
+    device = cfg.train.hardware.device
+    for seed in seeds:
+        dirs = {CLEAN: source_dir} | {key: finetuned / key for key in cfg.attacks}
+        per_seed[seed] = {}
+        for name, folder in dirs.items():
+            checkpoint = checkpoint_path(folder, seed)
+            model, _ = load_model(checkpoint, device)
+            log.info("seed %d: evaluating %s", seed, name)
+            digest = file_digest(checkpoint)
+            row, curve, surface = evaluate_model(name, model, digest, source, data, cfg, seed)
+            per_seed[seed] |= row
+            for frame, frames in ((curve, curves), (surface, surfaces)):
+                frame.insert(0, "model", name)
+                frame.insert(0, "seed", seed)
+                frames.append(frame)
+    with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
+        pd.concat(curves, ignore_index=True).to_csv(tmp1, index=False)
+        pd.concat(surfaces, ignore_index=True).to_csv(tmp2, index=False)
+    return summarize(per_seed)

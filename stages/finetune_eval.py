@@ -1,0 +1,29 @@
+"""finetune_eval: accuracy under every attack, 1 - SSIM, sharpness and landscapes of the
+clean model and of every fine-tuned one."""
+
+from advland.core.config import load_params
+from advland.core.errors import ParamsError
+from advland.core.stage import run_stage
+from advland.data import load_prepared
+from advland.finetune import evaluate_seeds
+
+
+def main(args) -> dict:
+    params = load_params()
+    cfg = params.finetune
+    if cfg is None:
+        raise ParamsError("finetune: the section is missing from params.yaml")
+    return evaluate_seeds(
+        load_prepared(args.data),
+        params.seeds,
+        cfg,
+        params.run(cfg.source),
+        args.source,
+        args.finetuned,
+        args.curve,
+        args.surface,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__, "data", "source", "finetuned", "curve", "surface", "metrics")
