@@ -13,7 +13,8 @@ import pytest
 import torch
 import torchvision.datasets as tv
 
-from advland.core.config import Run, TrainConfig
+from advland.core.config import Run
+from advland.core.sections import TrainConfig
 from advland.data import CLASS_NAMES
 
 torch.set_num_threads(1)

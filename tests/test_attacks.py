@@ -195,8 +195,8 @@ def test_gaussian_noise_matches_uniform_variance():
 
 
 def test_eps_zero_is_the_identity_and_runs_no_attack():
-    from advland.core.config import AttackConfig
     from advland.core.perturb import make_perturb
+    from advland.core.sections import AttackConfig
 
     def model(x):
         raise AssertionError("the model was called at eps 0")

@@ -11,7 +11,7 @@ from conftest import REPO
 from test_hardening import run_stage
 
 from advland.collapse import collapse_study
-from advland.core.config import CollapseConfig, SmoothnessConfig, ToyConfig
+from advland.core.sections import CollapseConfig, SmoothnessConfig, ToyConfig
 from advland.data import Dataset
 from advland.smoothness import OBJECTIVES, ratios, sign_change_point
 from advland.theory import (

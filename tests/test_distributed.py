@@ -62,7 +62,7 @@ def test_resume_after_interruption_equals_uninterrupted(workdir, monkeypatch):
     from conftest import lr_run, train_config
 
     import advland.train as train_mod
-    from advland.core.config import AttackConfig, NoiseConfig, NormAttack
+    from advland.core.sections import AttackConfig, NoiseConfig, NormAttack
     from advland.data import load_prepared
 
     data = load_prepared(workdir / "data" / "prepared" / "mnist2.npz")

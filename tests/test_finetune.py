@@ -22,11 +22,12 @@ from advland.core.attacks import (
     margin_loss,
     stadv,
 )
-from advland.core.config import AttackConfig, FinetuneAttack, FinetuneConfig, parse_params
+from advland.core.config import parse_params
 from advland.core.errors import ParamsError
 from advland.core.io import load_checkpoint, save_checkpoint
 from advland.core.models import build_model, load_model
 from advland.core.perturb import ATTACKS
+from advland.core.sections import AttackConfig, FinetuneAttack, FinetuneConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.finetune import evaluate_seeds, finetune_seeds, ssim_loss

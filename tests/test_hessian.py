@@ -160,7 +160,8 @@ def lr_problem(n_features: int = 12, n: int = 300):
 def test_saved_lr_spectrum_is_eigvalsh_of_the_dense_autograd_hessian(tmp_path):
     import pandas as pd
 
-    from advland.core.config import HessianConfig, Run
+    from advland.core.config import Run
+    from advland.core.sections import HessianConfig
     from advland.hessian import save_spectra, sharpness_run
 
     model, x, y = lr_problem()

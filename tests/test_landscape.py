@@ -166,7 +166,7 @@ def test_curve_along_the_top_eigenvector_is_the_quadratic_lambda1():
 
 
 def test_landscape_run_adds_the_eigen_curves_only_when_asked(tmp_path):
-    from advland.core.config import LandscapeConfig
+    from advland.core.sections import LandscapeConfig
 
     model, x, y = _lr_problem()
     splits = {"train": (x, y), "test": (x[:50], y[:50])}

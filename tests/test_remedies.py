@@ -12,11 +12,12 @@ import torch
 import yaml
 from conftest import train_config
 
-from advland.core.config import AttackConfig, parse_params
+from advland.core.config import parse_params
 from advland.core.errors import ParamsError
 from advland.core.models import build_model, per_example_loss
 from advland.core.optim import EntropySGD, make_optimizer
 from advland.core.perturb import make_perturb
+from advland.core.sections import AttackConfig
 from advland.remedies import AWP, EpsWarmup, awp_parameters, warmup_eps
 from advland.report import remedies as remedies_report
 from advland.report.data import Inputs

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from advland.core.config import Run, ToyConfig, load_params
+from advland.core.config import Run, load_params
 from advland.core.errors import DataError
+from advland.core.sections import ToyConfig
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
 from advland.report.deep_nets import claim3

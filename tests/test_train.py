@@ -10,12 +10,13 @@ import torch
 import torchvision.datasets as tv
 from conftest import lr_run, make_idx_dataset, train_config
 
-from advland.core.config import AttackConfig, NoiseConfig, NormAttack, Run
+from advland.core.config import Run
 from advland.core.errors import CheckpointError, TrainingDiverged
 from advland.core.io import load_checkpoint
 from advland.core.models import checkpoint_path, load_model
 from advland.core.optim import learning_rate
 from advland.core.perturb import make_perturb
+from advland.core.sections import AttackConfig, NoiseConfig, NormAttack
 from advland.data import load_prepared, prepare
 from advland.evaluate import evaluate_run
 from advland.train import Hook, fit, plateau_change, train_run, train_seeds

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from advland.core.attacks import optimal_linear, pgd
-from advland.core.config import CollapseConfig
 from advland.core.io import write_csv
 from advland.core.models import build_model, per_example_loss
 from advland.core.perturb import Perturb
+from advland.core.sections import CollapseConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.theory import collapse_eps

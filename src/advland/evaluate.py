@@ -16,10 +16,11 @@ from torch import nn
 from tqdm import tqdm
 
 from advland.core.attacks import optimal_linear
-from advland.core.config import AttackConfig, NoiseConfig, Run
+from advland.core.config import Run
 from advland.core.models import checkpoint_path, load_model, predict
 from advland.core.norms import NORMS
 from advland.core.perturb import make_perturb
+from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
 from advland.seeds import summarize
 

@@ -24,10 +24,11 @@ from pytorch_msssim import ssim
 from torch import nn
 from tqdm import tqdm
 
-from advland.core.config import FinetuneAttack, FinetuneConfig, Run
+from advland.core.config import Run
 from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
 from advland.core.models import checkpoint_path, load_model
 from advland.core.perturb import ATTACKS, Perturb
+from advland.core.sections import FinetuneAttack, FinetuneConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.hessian import sharpness_run

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advland.core.attacks import pgd
-from advland.core.config import ToyConfig
 from advland.core.io import write_csv
 from advland.core.models import per_example_loss
+from advland.core.sections import ToyConfig
 
 LOSSES = ("standard", "l2", "linf")
 DUAL = {"l2": 2, "linf": 1}  # the attack norm's dual, which prices ||w|| in the margin

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from advland.core import distributed as dist
-from advland.core.config import NoiseConfig, NormAttack, Run, TrainConfig
+from advland.core.config import Run
 from advland.core.errors import TrainingDiverged
 from advland.core.io import atomic_dir, atomic_outputs, load_checkpoint, save_checkpoint
 from advland.core.models import (
@@ -36,6 +36,7 @@ from advland.core.models import (
 )
 from advland.core.optim import learning_rate, make_optimizer
 from advland.core.perturb import Perturb, make_perturb
+from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.remedies import remedy_hooks

@@ -1,0 +1,382 @@
+"""The typed blocks of params.yaml, one pydantic class per section or sub-section.
+
+Every class forbids unknown keys and is frozen (`Strict`); named choices are checked
+against their registries (attacks, optimizers, norms). `advland.core.config` assembles
+them into `Params`, checks what spans sections, and reads the file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from advland.core.norms import NORMS
+from advland.core.optim import OPTIMIZERS
+from advland.core.perturb import ATTACKS
+
+Dataset = Literal["mnist2", "cifar2", "mnist", "fashion_mnist", "cifar10", "svhn"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
+TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # run tags, finetune attack keys
+
+
+def parse_eps(value: float | int | str) -> float:
+    """0.2 -> 0.2, '8/255' -> 8/255. Negative, infinite or malformed values are errors."""
+    if isinstance(value, str):
+        num, _, den = value.partition("/")
+        try:
+            eps = float(num) / (float(den) if den else 1.0)
+        except ValueError:
+            raise ValueError(f"eps {value!r} is not a number (write 0.2 or 8/255)") from None
+    else:
+        eps = float(value)
+    if not 0 <= eps < float("inf"):
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+    return eps
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttackConfig(Strict):
+    """An attack from perturb.ATTACKS; PGD's step is `step_size`, or
+    `rel_step_size * eps / steps`. stadv: `steps` Adam steps of `step_size` pixels on the
+    flow, `tau` the weight of its smoothness loss, `kappa` the margin's confidence."""
+
+    name: str = "pgd"
+    steps: PositiveInt
+    step_size: PositiveFloat | None = None
+    rel_step_size: PositiveFloat | None = None
+    random_start: bool = True
+    tau: NonNegativeFloat | None = None  # stadv only (Xiao et al.: 0.05)
+    kappa: NonNegativeFloat | None = None  # stadv only (default 0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return ATTACKS.check(v)
+
+    @model_validator(mode="after")
+    def _one_step_rule(self) -> AttackConfig:
+        if (self.step_size is None) == (self.rel_step_size is None):
+            raise ValueError("give exactly one of step_size or rel_step_size")
+        stadv = self.name == "stadv"
+        if stadv and (self.tau is None or self.step_size is None):
+            raise ValueError("stadv needs tau and step_size (its Adam step in pixels)")
+        if not stadv and (self.tau is not None or self.kappa is not None):
+            raise ValueError(f"tau and kappa are stadv's; attack {self.name!r} does not use them")
+        return self
+
+    def step(self, eps: float) -> float:
+        if self.step_size is not None:
+            return self.step_size
+        return self.rel_step_size * eps / self.steps
+
+
+class NormAttack(Strict):
+    train: AttackConfig
+    eval: AttackConfig
+
+
+class PrepareConfig(Strict):
+    datasets: list[Dataset] = Field(min_length=1)
+    sources: list[Literal["raw", "download", "offline"]] = Field(min_length=1)
+    download_timeout_s: PositiveFloat
+
+
+class EntropyConfig(Strict):
+    """EntropySGD (core.optim.EntropySGD): `inner_steps` SGLD steps of size `inner_lr` and
+    thermal noise `noise` per outer step, averaging `alpha`, scope gamma_0 (1 + gamma_1)^t."""
+
+    inner_steps: PositiveInt = 20
+    inner_lr: PositiveFloat = 0.1
+    noise: NonNegativeFloat = 1e-4
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.75
+    gamma0: PositiveFloat = 0.03
+    gamma1: NonNegativeFloat = 1e-3
+
+
+class EpsScheduleConfig(Strict):
+    """eps warm-up (Liu et al. 2020) over the first `epochs` epochs, capped at the run's eps:
+    linear min(eps, eps_max t / T), cosine min(eps, eps_max (1 - cos(pi t / T)) / 2)."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    eps_max_ratio: PositiveFloat = 2.0  # eps_max = ratio x the run's eps
+    epochs: PositiveInt | None = None  # T (None: all training epochs)
+
+
+class AWPConfig(Strict):
+    """Adversarial weight perturbation (Wu et al. 2020): ||v_l|| = gamma ||w_l|| per layer."""
+
+    gamma: NonNegativeFloat = 0.0  # 0: off
+    start_epoch: NonNegativeInt = 0  # AWP from this epoch on (0-based)
+
+
+class OptimizerConfig(Strict):
+    name: str
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegativeFloat
+    schedule: Literal["constant", "cosine", "piecewise"]
+    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = []  # fractions of training
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.0  # linear lr warm-up, fraction of training
+    entropy: EntropyConfig | None = None  # entropy_sgd's settings (core.optim.EntropySGD)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
+
+    @model_validator(mode="after")
+    def _entropy(self) -> OptimizerConfig:
+        if (self.name == "entropy_sgd") != (self.entropy is not None):
+            raise ValueError("entropy: give it exactly when name is entropy_sgd")
+        return self
+
+
+class ModelConfig(Strict):
+    width: PositiveInt | None = None  # ResNet stem width (None: the model's own default)
+
+
+class DataConfig(Strict):
+    n_train: PositiveInt | None = None  # train on the first n examples
+    augment: bool = False  # random crop 4 + horizontal flip
+
+
+class HardwareConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the forward
+
+
+class SelectConfig(Strict):
+    best: bool = False  # keep the epoch with the best PGD accuracy on test images
+    n: PositiveInt = 1000  # the first n test images
+    every: PositiveInt = 1
+
+
+class TrainConfig(Strict):
+    """Training of one model on one dataset; optional features are off by default."""
+
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: OptimizerConfig
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    select: SelectConfig = SelectConfig()
+    checkpoint_every: NonNegativeInt = 0  # resume checkpoints every n epochs (0: none)
+    eps_schedule: EpsScheduleConfig = EpsScheduleConfig()
+    awp: AWPConfig = AWPConfig()
+
+
+class NoiseConfig(Strict):
+    distribution: Literal["uniform", "gaussian"]
+
+
+class EvaluateConfig(Strict):
+    batch_size: PositiveInt
+    n_train: PositiveInt | None = None
+    n_test: PositiveInt | None = None
+
+
+class HessianConfig(Strict):
+    top_k: PositiveInt
+    backend: Literal["auto", "exact", "lanczos"]  # auto: exact up to 5000 parameters
+    lanczos_iters: PositiveInt
+    pyhessian: bool
+    trace_samples: PositiveInt
+    n_samples: PositiveInt | None = None
+    dtype: Literal["float64", "float32"] = "float64"  # float32: 5-10x faster conv HVPs on CPU
+    # eigenvalues written to spectra/values per seed (None: top_k; all: every one the
+    # backend gives, the whole spectrum for exact); Lanczos gives at most lanczos_iters
+    spectrum_k: PositiveInt | Literal["all"] | None = None
+
+    @model_validator(mode="after")
+    def _enough_iterations(self) -> HessianConfig:
+        k = self.spectrum_k
+        if self.backend == "lanczos" and isinstance(k, int) and k > self.lanczos_iters:
+            raise ValueError(
+                f"spectrum_k ({k}) is more than lanczos_iters ({self.lanczos_iters}): "
+                "Lanczos gives at most lanczos_iters Ritz values"
+            )
+        return self
+
+
+def odd_points(v: int) -> int:
+    """A 1D grid size: odd, so that alpha = 0 is on the grid."""
+    if v % 2 == 0:
+        raise ValueError("must be odd, so that alpha = 0 is on the grid")
+    return v
+
+
+class LandscapeConfig(Strict):
+    alpha: PositiveFloat
+    points_1d: Annotated[int, Field(ge=3)]
+    points_2d: Annotated[int, Field(ge=3)]
+    direction_seed: int
+    include_bias: bool
+    attack: Literal["rerun", "fixed"]
+    pgd: AttackConfig
+    n_train: PositiveInt | None
+    n_test: PositiveInt | None
+    # landscapes along the top Hessian eigenvectors (1D: v1; 2D: v1, v2), each scaled to
+    # the norm of the random directions, over [-eigen_alpha, eigen_alpha] (None: alpha);
+    # 0 points: none
+    eigen_points_1d: NonNegativeInt = 0
+    eigen_points_2d: NonNegativeInt = 0
+    eigen_alpha: PositiveFloat | None = None
+
+    @field_validator("points_1d", "eigen_points_1d")
+    @classmethod
+    def _odd(cls, v: int, info: ValidationInfo) -> int:
+        return v if v == 0 and info.field_name == "eigen_points_1d" else odd_points(v)
+
+    @field_validator("eigen_points_1d", "eigen_points_2d")
+    @classmethod
+    def _none_or_three(cls, v: int) -> int:
+        if v in (1, 2):
+            raise ValueError("must be 0 (none) or at least 3")
+        return v
+
+
+class CollapseConfig(Strict):
+    """Liu et al.'s collapse to w = 0: logistic regression trained at eps = factor x the
+    predicted threshold (theory.collapse_eps), then bisection between the largest eps
+    that kept w and the smallest that collapsed (||w||_2 <= w_tol)."""
+
+    factors: list[PositiveFloat] = Field(min_length=1)
+    bisect: NonNegativeInt
+    max_doublings: NonNegativeInt  # grow eps x2 while nothing collapsed
+    w_tol: PositiveFloat
+    train: TrainConfig
+    pgd: AttackConfig  # L2 with the box, which has no closed form (train and evaluate)
+    seed: int
+
+
+class SmoothPoint(Strict):
+    """An objective evaluated at a trained run's weights (its first seed)."""
+
+    run: str
+    eps: float
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+
+class SmoothPoints(Strict):
+    standard: SmoothPoint
+    l2: SmoothPoint
+    linf: SmoothPoint
+
+
+class SmoothnessConfig(Strict):
+    """Kanai et al.'s smoothness: ||grad L(w + r u) - grad L(w)|| / r over radii r and
+    random unit directions u, per objective (standard, l2, linf) at its trained weights
+    and at the same weights with one coordinate moved to +tiny (a sign change)."""
+
+    points: SmoothPoints
+    radii: list[PositiveFloat] = Field(min_length=2)
+    directions: PositiveInt
+    tiny: PositiveFloat
+    n_train: PositiveInt | None
+    seed: int
+
+
+class ToyConfig(Strict):
+    """Kanai et al.'s toy surfaces: one point (x, y), 2 weights, eps; a grid of
+    `points` x `points` weights in [-extent, extent]^2; EntropySGD coupling gamma."""
+
+    x: list[float] = Field(min_length=2, max_length=2)
+    y: Literal[0, 1]
+    eps: PositiveFloat
+    extent: PositiveFloat
+    points: Annotated[int, Field(ge=5)]
+    gamma: PositiveFloat
+    pgd: AttackConfig
+    h: PositiveFloat  # the gradient jump is measured between w and its mirror at distance 2h
+
+
+class LinearCompanion(Strict):
+    collapse: CollapseConfig
+    smoothness: SmoothnessConfig
+
+
+class CompanionConfig(Strict):
+    """Liu et al. (2020) and Kanai et al. (2021): `linear` per binary dataset (stages
+    collapse@<dataset> and smoothness@<dataset>; {} runs none), and the toy surfaces."""
+
+    linear: dict[Literal["mnist2", "cifar2"], LinearCompanion]
+    toy: ToyConfig
+
+
+class FinetuneAttack(Strict):
+    """One attack of the fine-tuning study: it makes one fine-tuning set and is one column
+    of the evaluation matrix. eps is the norm ball's radius (stadv has none: 0)."""
+
+    norm: str = "linf"
+    eps: float = 0.0
+    attack: AttackConfig
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return NORMS.check(v)
+
+    @model_validator(mode="after")
+    def _radius(self) -> FinetuneAttack:
+        if (self.attack.name == "stadv") != (self.eps == 0):
+            raise ValueError("eps must be 0 for stadv (it has no ball) and > 0 for the others")
+        return self
+
+
+class FinetuneLandscape(Strict):
+    """Filter-normalized 1D curve and 2D surface of the clean training loss (landscape_run)."""
+
+    alpha: PositiveFloat
+    points_1d: Annotated[int, Field(ge=3)]
+    points_2d: Annotated[int, Field(ge=3)]
+    direction_seed: int
+    include_bias: bool
+    n_train: PositiveInt
+
+    _odd = field_validator("points_1d")(odd_points)
+
+
+class FinetuneConfig(Strict):
+    """Xu, Yap & Prabhu (2019): the clean model `source` (a run with eps 0 on `dataset`)
+    fine-tuned on its first n_train training images plus one adversarial copy of each,
+    per attack; then accuracy under every attack, 1 - SSIM, sharpness and landscapes."""
+
+    source: str
+    dataset: Dataset
+    n_train: PositiveInt | None
+    attacks: dict[str, FinetuneAttack] = Field(min_length=1)
+    train: TrainConfig
+    n_test: PositiveInt  # the evaluation matrix and 1 - SSIM: first n test images
+    batch_size: PositiveInt
+    hessian: HessianConfig
+    landscape: FinetuneLandscape
+
+    @field_validator("attacks")
+    @classmethod
+    def _keys(cls, v: dict) -> dict:
+        for key in v:
+            if not TAG.match(key) or key == "clean":
+                raise ValueError(f"{key!r}: a key is lower-case letters, digits and _, not clean")
+        return v
