@@ -6,7 +6,8 @@
 The clone has the committed outputs but no DVC cache, so every stage runs. With
 --lr-grid the clone's params.yaml keeps only the untagged logistic-regression runs (the
 paper's grid, Tables 1-4) and no companion `linear` studies: prepare (3 datasets), the
-grid's train / evaluate / hessian / landscape, the toy surfaces and the report.
+grid's train / evaluate / hessian / landscape, the toy surfaces, the tiny profile's
+fine-tuning of an LR model (its stages need one; a few seconds) and the report.
 Records the wall time of `uv run dvc repro`, the stages' own work (the `seconds` in
 their metrics) and the rest, which is start-up and DVC's per-stage bookkeeping, and
 whether every run's metrics (wall times aside) equal the committed ones.
@@ -49,8 +50,11 @@ def differing(clone: Path, runs) -> list[str]:
 
 
 def lr_grid_only(params_file: Path) -> None:
-    """Keep the untagged logistic-regression runs and no companion `linear` studies."""
+    """Keep the untagged logistic-regression runs and no companion `linear` studies;
+    fine-tuning (its stages need a clean model) as in the tiny profile, on LR."""
     params = yaml.safe_load(params_file.read_text())
+    tiny = yaml.safe_load((params_file.parent / "profiles" / "tiny.yaml").read_text())
+    params["finetune"] = tiny["finetune"]
     params["runs"] = {
         k: r for k, r in params["runs"].items() if r["model"] == "lr" and not r.get("tag")
     }
@@ -90,7 +94,11 @@ def main() -> None:
         changed = differing(clone, runs)
     result = {
         "command": "uv run dvc repro (fresh clone, empty DVC cache)"
-        + (", params: the untagged LR runs, companion.linear {}" if args.lr_grid else ""),
+        + (
+            ", params: the untagged LR runs, no companion.linear, tiny finetune"
+            if args.lr_grid
+            else ""
+        ),
         "stages_run": n_stages,
         "wall_s": wall,
         "work_s": work,
