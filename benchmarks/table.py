@@ -144,7 +144,11 @@ def main() -> None:
             )
         )
     for name, what, target in (
-        ("cold_repro_lr_grid", "the LR grid (untagged LR runs; prepare, toy, report)", 5),
+        (
+            "cold_repro_lr_grid",
+            "the LR grid (untagged LR runs; with prepare, toy, a tiny LR fine-tuning, report)",
+            5,
+        ),
         ("cold_repro", "the whole default pipeline", None),
     ):
         if cold := load(name):
