@@ -29,6 +29,8 @@ def workdir(tmp_path, monkeypatch):
     params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
     params["runs"] = {RUN: {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
                             "eps": 0.5}}  # fmt: skip
+    params["companion"]["linear"] = {}  # its smoothness points name runs not listed here
+    params["finetune"] = None
     lr = params["train"]["mnist2"]["lr"]
     lr |= {"epochs": 3, "batch_size": 32, "data": {"n_train": None}}
     lr["optimizer"]["lr"] = 0.05

@@ -21,6 +21,7 @@ from advland.core.io import load_checkpoint
 
 pytestmark = pytest.mark.slow
 RUN = "mnist2-lr-l2-adv-0.5"
+TRAIN = f"stages/train/dvc.yaml:train@{RUN}"  # DVC's name: per-run stages have their own file
 
 
 def entry(eps: float) -> dict:
@@ -30,7 +31,8 @@ def entry(eps: float) -> dict:
 def tiny_params(tmp_path: Path, **train) -> Path:
     params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
     params["seeds"] = [0]
-    params["runs"] = {RUN: entry(0.5)}
+    params["runs"] = {RUN: entry(0.5), "mnist2-lr-l2-adv-0": entry(0)}  # 0: fine-tuning's
+    params["companion"]["linear"] = {}  # its smoothness points name runs not listed here
     params["train"]["mnist2"]["lr"] |= train
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -40,13 +42,13 @@ def tiny_params(tmp_path: Path, **train) -> Path:
 def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_wheel):
     params = tiny_params(tmp_path, epochs=12, checkpoint_every=1, data={"n_train": 4000})
     clean = make_repo(tmp_path / "clean", params)
-    dvc(clean, "repro", f"train@{RUN}")
+    dvc(clean, "repro", TRAIN)
 
     repo = make_repo(tmp_path / "killed", params)
     dvc(repo, "repro", "prepare@mnist2")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", f"train@{RUN}"],
+        [sys.executable, "-m", "dvc", "repro", TRAIN],
         cwd=repo,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -62,7 +64,7 @@ def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_whe
     proc.wait()
     assert any(resume_dir.glob("*.pt")), "training never reached its first checkpoint"
     assert not (repo / "models" / RUN).exists()  # no output from a killed stage
-    out = dvc(repo, "repro", f"train@{RUN}").stdout
+    out = dvc(repo, "repro", TRAIN).stdout
     assert "Running stage" in out
     a, b = (
         load_checkpoint(clean / "models" / RUN / "seed0.pt"),
@@ -95,7 +97,7 @@ def run_stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_corrupt_data_and_checkpoint_give_clear_errors_and_no_output(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path))
-    dvc(repo, "repro", f"train@{RUN}")
+    dvc(repo, "repro", TRAIN)
     npz = repo / "data" / "prepared" / "mnist2.npz"
     npz.write_bytes(npz.read_bytes()[:1000])
     done = evaluate(repo)
