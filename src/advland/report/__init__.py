@@ -133,7 +133,6 @@ def build_report(
         figures,
         Path(spectra_dir),
         companion_dir and Path(companion_dir),
-        Path(metrics_dir) / "companion",
         Path(metrics_dir),
     )
     plain, plain_seeds = table[table.tag == ""], per_seed[per_seed.tag == ""]

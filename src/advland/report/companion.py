@@ -90,7 +90,7 @@ def collapse_figure(table: pd.DataFrame, summary: dict, out: Path) -> Path:
 
 
 def liu(s: Study, dataset: str, inputs: Inputs) -> None:
-    summary = read_json(inputs.companion_metrics / "collapse" / f"{dataset}.json")
+    summary = read_json(inputs.metrics / "companion" / "collapse" / f"{dataset}.json")
     table = read_csv(inputs.companion / "collapse" / f"{dataset}.csv")
     rows = []
     for case, title in CASES.items():
@@ -160,7 +160,7 @@ def smoothness_figure(table: pd.DataFrame, out: Path) -> Path:
 
 
 def kanai_smooth(s: Study, dataset: str, inputs: Inputs) -> None:
-    summary = read_json(inputs.companion_metrics / "smoothness" / f"{dataset}.json")
+    summary = read_json(inputs.metrics / "companion" / "smoothness" / f"{dataset}.json")
     table = read_csv(inputs.companion / "smoothness" / f"{dataset}.csv")
     l2 = [summary["l2"][p]["growth"] for p in ("trained", "sign_change")]
     linf = summary["linf"]["sign_change"]["growth"]
@@ -225,7 +225,7 @@ def toy_figure(toy: pd.DataFrame, column: str, out: Path, title: str) -> Path:
 
 
 def kanai_entropy(s: Study, inputs: Inputs) -> None:
-    checks = read_json(inputs.companion_metrics / "toy.json")
+    checks = read_json(inputs.metrics / "companion" / "toy.json")
     jumps = pd.DataFrame(checks["jumps"])
     linf = jumps[jumps.loss == "linf"]
     ok = bool((linf.jump_loss >= JUMP_MIN).all() and (jumps.jump_smoothed <= SMOOTH_MAX).all())

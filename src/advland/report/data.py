@@ -34,8 +34,7 @@ class Inputs:
     figures: Path
     spectra: Path  # spectra/values/<run_id>.csv: eigenvalues per seed (hessian stage)
     companion: Path | None = None  # companion/: the companion stages' tables
-    companion_metrics: Path | None = None  # metrics/companion/
-    metrics: Path | None = None  # metrics/: files other than the runs' (metrics/finetune)
+    metrics: Path | None = None  # metrics/: files other than the runs' (finetune, companion)
 
 
 LINEAR_MODELS = ("lr",)  # the paper's models; every other model is a deep net
