@@ -352,3 +352,16 @@ def test_esgd_verdict_counts_gradient_epochs(tmp_path):
     )  # L = 1: 1 gradient epoch < 3, and more robust
     (v,) = remedies_report.study(runs, seeds, inputs).verdicts
     assert v.reproduced
+
+
+def test_seed_agreement_skips_a_seed_where_one_run_failed(tmp_path):
+    """Seed 1 trained plainly but failed with AWP (left out of the per-seed rows, as
+    collect_seeds leaves failed seeds out): the verdict counts seed 0 alone."""
+    runs, seeds, inputs = remedy_frames(
+        tmp_path, {"lambda1": 1.5, "robust_gap": 0.5}, [1, 0.5], [1, 0.5]
+    )
+    plain_seed1 = seeds[seeds.run_id == "p"].assign(seed=1)
+    log = pd.read_csv(inputs.logs / "p.csv")
+    pd.concat([log, log.assign(seed=1)]).to_csv(inputs.logs / "p.csv", index=False)
+    (v,) = remedies_report.study(runs, pd.concat([seeds, plain_seed1]), inputs).verdicts
+    assert v.reproduced and (v.seeds_agree, v.n_seeds) == (1, 1)

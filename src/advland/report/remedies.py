@@ -221,13 +221,15 @@ def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
     for p, r in found:
         key = REMEDIES[r.tag][0]
         both = [p.run_id, r.run_id]
+        pair_seeds = (
+            seeds[seeds.run_id.isin(both)]
+            .groupby("seed")
+            .filter(
+                lambda g: g.run_id.nunique() == 2  # a seed counts where both runs trained
+            )
+        )
         verdict: Verdict = decide(
-            key,
-            r.run_id,
-            CHECKS[key],
-            DESCRIBE[key],
-            mean[mean.run_id.isin(both)],
-            seeds[seeds.run_id.isin(both)],
+            key, r.run_id, CHECKS[key], DESCRIBE[key], mean[mean.run_id.isin(both)], pair_seeds
         )
         s.verdicts.append(verdict)
     doc.p("The verdicts are in the Summary; the evidence follows.")
