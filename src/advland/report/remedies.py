@@ -89,6 +89,12 @@ def with_curves(frame: pd.DataFrame, per_seed: pd.DataFrame, logs: Path) -> pd.D
     return out
 
 
+def trained_in_all(per_seed: pd.DataFrame, run_ids: list[str]) -> pd.DataFrame:
+    """The rows of `run_ids`, for the seeds in which every one of them trained."""
+    rows = per_seed[per_seed.run_id.isin(run_ids)]
+    return rows.groupby("seed").filter(lambda g: g.run_id.nunique() == len(run_ids))
+
+
 def _split(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return rows[rows.tag == ""].iloc[0], rows[rows.tag != ""].iloc[0]
 
@@ -221,15 +227,13 @@ def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
     for p, r in found:
         key = REMEDIES[r.tag][0]
         both = [p.run_id, r.run_id]
-        pair_seeds = (
-            seeds[seeds.run_id.isin(both)]
-            .groupby("seed")
-            .filter(
-                lambda g: g.run_id.nunique() == 2  # a seed counts where both runs trained
-            )
-        )
         verdict: Verdict = decide(
-            key, r.run_id, CHECKS[key], DESCRIBE[key], mean[mean.run_id.isin(both)], pair_seeds
+            key,
+            r.run_id,
+            CHECKS[key],
+            DESCRIBE[key],
+            mean[mean.run_id.isin(both)],
+            trained_in_all(seeds, both),
         )
         s.verdicts.append(verdict)
     doc.p("The verdicts are in the Summary; the evidence follows.")
