@@ -140,7 +140,7 @@ def trained_model(params: Params, run_id: str, data: Dataset, directory: Path) -
 def stage_argv(stage: str, item: str | Run | None = None) -> list[str]:
     """`stage`'s script and arguments from its cmd in DVC, for one foreach item (a
     dataset name or a Run), as `python script args` without the warm launcher
-    (advland.core.warm). It runs from any folder: its paths stay relative, the script is
+    (advland.pipeline.warm). It runs from any folder: its paths stay relative, the script is
     this repository's."""
     own = ROOT / "stages" / stage / "dvc.yaml"  # per-run stages have their own file
     pipeline = own if own.is_file() else ROOT / "dvc.yaml"

@@ -38,7 +38,7 @@ from advland.hessian import (
     pyhessian_top,
 )
 
-RUNS = ("mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76.5_255")
+RUNS = ("mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76p5_255")
 
 
 def small_cnn(channels: int) -> torch.nn.Module:

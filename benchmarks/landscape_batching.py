@@ -36,7 +36,7 @@ from advland.core.models import per_example_loss, predict
 from advland.core.perturb import Perturb, make_perturb
 from advland.landscape import evaluate_points, filter_normalized_direction, fixed_objective_inputs
 
-RUN = "mnist2-lr-linf-adv-76.5_255"
+RUN = "mnist2-lr-linf-adv-76p5_255"
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from common import (
     write_toy_mnist2,
 )
 
-L2, LINF = "mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76.5_255"
+L2, LINF = "mnist2-lr-l2-adv-1", "mnist2-lr-linf-adv-76p5_255"
 STAGES = [
     ("prepare", "mnist2"),
     ("prepare", "fashion_mnist"),

@@ -7,7 +7,7 @@
     work is nearly nil: a 1-epoch LR trained here with train_seeds on 64 toy digits,
     evaluated on 8 train and 8 test images, in a scratch workspace; median of 5 fresh
     processes, beside the seconds the stage reports for its own main() (after its
-    imports). The same through `python -m advland.core.warm`, as dvc.yaml runs it, with a
+    imports). The same through `python -m advland.pipeline.warm`, as dvc.yaml runs it, with a
     warm server started here beforehand (and ended after).
 (b) `python -X importtime` of that stage: total import time, the modules with the
     largest cumulative time, import time per top-level package (self times summed:
@@ -71,7 +71,7 @@ for _ in range(2):
 after = "torch._dynamo" in sys.modules
 print(json.dumps({"first_s": times[0], "second_s": times[1], "imports_dynamo": after > before}))
 """
-WARM_SOCKET = "from advland.core.warm import socket_path; print(socket_path())"
+WARM_SOCKET = "from advland.pipeline.warm import socket_path; print(socket_path())"
 
 
 def evaluate_workspace(folder: Path) -> list[str]:
@@ -95,15 +95,15 @@ def wall_time(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 @contextlib.contextmanager
 def warm_server(env: dict[str, str]) -> Iterator[None]:
-    """An advland.core.warm server for clients with `env`, started here, ended on exit."""
+    """An advland.pipeline.warm server for clients with `env`, started here, ended on exit."""
     path = Path(last_line_of("-c", WARM_SOCKET, env=env))
     path.parent.mkdir(parents=True, exist_ok=True)
-    serve = [sys.executable, "-m", "advland.core.warm", "--serve", str(path)]
+    serve = [sys.executable, "-m", "advland.pipeline.warm", "--serve", str(path)]
     server = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL)
     try:
         while not path.exists():  # the socket appears once the server listens
             if server.poll() is not None:
-                raise RuntimeError(f"the advland.core.warm server exited ({server.returncode})")
+                raise RuntimeError(f"the advland.pipeline.warm server exited ({server.returncode})")
             time.sleep(0.1)
         yield
     finally:
@@ -165,7 +165,7 @@ def measure(
     for _ in range(repeats):
         cold.append(wall_time(argv, work, env))
         main.append(json.loads((work / argv[-1]).read_text())["seconds"])
-    warm_argv = [sys.executable, "-m", "advland.core.warm", *argv[1:]]
+    warm_argv = [sys.executable, "-m", "advland.pipeline.warm", *argv[1:]]
     with warm_server(env):
         wall_time(warm_argv, work, env)  # untimed: the server's first child
         warm = [wall_time(warm_argv, work, env) for _ in range(repeats)]

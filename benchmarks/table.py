@@ -110,7 +110,7 @@ def main() -> None:
                 + ("" if over["torch_pyc_present"] else " (the venv has no .pyc files)")
                 + " vs with a bytecode cache",
                 f"fresh process {now['stage_wall_s']:.1f} s vs {cached['stage_wall_s']:.1f} s, "
-                f"through `advland.core.warm` {now['stage_warm_wall_s']:.2f} s vs "
+                f"through `advland.pipeline.warm` {now['stage_warm_wall_s']:.2f} s vs "
                 f"{cached['stage_warm_wall_s']:.2f} s; the stage's own work "
                 f"{now['stage_main_s']:.2f} s; imports {now['imports']['total_s']:.1f} s "
                 f"({largest(now['imports'])}) vs {cached['imports']['total_s']:.1f} s "

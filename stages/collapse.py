@@ -3,7 +3,7 @@ predicted (theory.collapse_eps) against measured, per norm and box setting."""
 
 from advland.collapse import collapse_study
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 
 

@@ -1,7 +1,7 @@
 """evaluate: clean, noise and PGD accuracy of every seed of one run, and the robust gap."""
 
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.evaluate import evaluate_seeds
 

@@ -3,7 +3,7 @@ clean model and of every fine-tuned one."""
 
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.finetune import evaluate_seeds
 

@@ -2,7 +2,7 @@
 and its spectrum (eigenvalues, top eigenvectors)."""
 
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.hessian import hessian_seeds
 

@@ -4,7 +4,7 @@ the Hessian's top eigenvectors, every seed of one run."""
 from pathlib import Path
 
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.landscape import landscape_seeds
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import prepare
 
 

@@ -3,7 +3,7 @@ summary, from every run's metrics and landscapes."""
 
 from advland.core.config import load_params
 from advland.core.io import write_json
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.report import build_report
 from advland.report.data import read_json, read_yaml
 

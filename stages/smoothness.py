@@ -2,7 +2,7 @@
 gradient's local Lipschitz ratio at trained logistic-regression weights."""
 
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.smoothness import smoothness_study
 

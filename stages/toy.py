@@ -2,7 +2,7 @@
 L2 and Linf adversarial) and their EntropySGD-smoothed versions."""
 
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.toy import toy_study
 
 

@@ -1,4 +1,4 @@
-"""train: every seed of one run, e.g. mnist2-lr-l2-adv-0.2.
+"""train: every seed of one run, e.g. mnist2-lr-l2-adv-0p2.
 
 Also runs data-parallel: torchrun --nproc_per_node=N stages/train.py <same arguments>.
 """
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from advland.core import distributed
 from advland.core.config import load_params
-from advland.core.stage import run_stage
+from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.train import train_seeds
 

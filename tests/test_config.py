@@ -51,10 +51,10 @@ def test_repo_params_and_profiles_are_valid(raw):
         ),
         (add_run("mnist2-lr-l2-adv--0.5", eps=-0.5), r"eps must be a finite number >= 0"),
         (add_run("x", eps="8/0x"), r"eps '8/0x' is not a number"),
-        (add_run("mnist3-lr-l2-adv-0.5", dataset="mnist3"), r"runs\..*dataset.*'mnist2'"),
-        (add_run("mnist2-lr-l3-adv-0.5", norm="l3"), r"unknown norm 'l3'; allowed: l2, linf"),
+        (add_run("mnist3-lr-l2-adv-0p5", dataset="mnist3"), r"runs\..*dataset.*'mnist2'"),
+        (add_run("mnist2-lr-l3-adv-0p5", norm="l3"), r"unknown norm 'l3'; allowed: l2, linf"),
         (
-            add_run("mnist2-vit-l2-adv-0.5", model="vit"),
+            add_run("mnist2-vit-l2-adv-0p5", model="vit"),
             r"unknown model 'vit'; allowed: lr, resnet18",
         ),
         (
@@ -78,11 +78,11 @@ def test_repo_params_and_profiles_are_valid(raw):
             r"unknown model 'vit'; allowed: lr, resnet18",
         ),
         (
-            add_run("mnist2-lr-l2-adv-0.50"),
+            add_run("mnist2-lr-l2-adv-0p50"),
             r"runs\.mnist2-lr-l2-adv-0\.50: its fields make the id 'mnist2-lr-l2-adv-0\.5'",
         ),
-        (add_run("mnist2-lr-l2-adv-0.5-Bad", tag="Bad"), r"runs\..*tag.*lower-case"),
-        (add_run("cifar2-lr-l2-adv-0.5", dataset="cifar2"), r"needs train\.cifar2\.lr"),
+        (add_run("mnist2-lr-l2-adv-0p5-Bad", tag="Bad"), r"runs\..*tag.*lower-case"),
+        (add_run("cifar2-lr-l2-adv-0p5", dataset="cifar2"), r"needs train\.cifar2\.lr"),
         (lambda p: p.__setitem__("extra", 1), r"extra.*not permitted"),
         (
             lambda p: p["attack"]["mnist2"]["l2"]["train"].__setitem__("step_size", 0.1),
@@ -122,7 +122,7 @@ def test_repo_params_and_profiles_are_valid(raw):
         (
             lambda p: (
                 p["train"].__setitem__("mnist", {"lr": p["train"]["mnist2"]["lr"]}),
-                p["runs"].__setitem__("mnist-lr-l2-adv-0.5", L2 | {"dataset": "mnist"}),
+                p["runs"].__setitem__("mnist-lr-l2-adv-0p5", L2 | {"dataset": "mnist"}),
             ),
             r"model 'lr' is binary; use it with mnist2 or cifar2",
         ),
@@ -147,10 +147,10 @@ def test_yaml_scientific_floats_read_as_numbers(tmp_path):
 @pytest.mark.parametrize(
     "fields, run_id",
     [
-        ({}, "mnist2-lr-l2-adv-0.5"),
+        ({}, "mnist2-lr-l2-adv-0p5"),
         ({"norm": "linf", "noise": "rand", "eps": "8/255"}, "mnist2-lr-linf-rand-8_255"),
-        ({"norm": "linf", "eps": "76.5/255", "tag": "awp"}, "mnist2-lr-linf-adv-76.5_255-awp"),
-        ({"norm": "linf", "eps": 0.3}, "mnist2-lr-linf-adv-76.5_255"),
+        ({"norm": "linf", "eps": "76.5/255", "tag": "awp"}, "mnist2-lr-linf-adv-76p5_255-awp"),
+        ({"norm": "linf", "eps": 0.3}, "mnist2-lr-linf-adv-76p5_255"),
         ({"dataset": "cifar10", "model": "resnet18", "eps": 0}, "cifar10-resnet18-l2-adv-0"),
     ],
 )

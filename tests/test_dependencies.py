@@ -57,12 +57,12 @@ def declared_code_deps(stage: str) -> set[str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_depends_on_exactly_the_modules_it_imports(stage):
-    runner = {f"stages/{stage}.py", "src/advland/core/warm.py"}  # the cmd runs the script via warm
+    runner = {f"stages/{stage}.py", "src/advland/pipeline/warm.py"}  # the cmd runs the script via warm
     assert declared_code_deps(stage) == imported_modules(stage) | runner
 
 
 LR_RUNS = {
-    "mnist2-lr-l2-adv-0.5": {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
+    "mnist2-lr-l2-adv-0p5": {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
                              "eps": 0.5},
     "mnist2-lr-linf-rand-8_255": {"dataset": "mnist2", "model": "lr", "norm": "linf",
                                   "noise": "rand", "eps": "8/255"},
@@ -183,7 +183,7 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     )
     dvc(repo, "commit", "--force", "--quiet")
 
-    users = {stage: imported_modules(stage) | {"src/advland/core/warm.py"} for stage in STAGES}
+    users = {stage: imported_modules(stage) | {"src/advland/pipeline/warm.py"} for stage in STAGES}
     runs = list(yaml.safe_load(original)["runs"])
     attacks = list(yaml.safe_load(original)["finetune"]["attacks"])
     for module in sorted(set().union(*users.values())):
@@ -215,8 +215,8 @@ def stages_using(
     return out
 
 
-REMEDY = "mnist2-lr-l2-adv-0.5-awp"
-REMEDY_RUN = LR_RUNS["mnist2-lr-l2-adv-0.5"] | {"tag": "awp", "train": {"awp": {"gamma": 0.005}}}
+REMEDY = "mnist2-lr-l2-adv-0p5-awp"
+REMEDY_RUN = LR_RUNS["mnist2-lr-l2-adv-0p5"] | {"tag": "awp", "train": {"awp": {"gamma": 0.005}}}
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from conftest import REPO, make_idx_dataset
 from advland.core.io import load_checkpoint
 from advland.data import prepare
 
-RUN = "mnist2-lr-l2-adv-0.5"
+RUN = "mnist2-lr-l2-adv-0p5"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from test_pipeline import dvc, make_repo
 from advland.core.io import load_checkpoint
 
 pytestmark = pytest.mark.slow
-RUN = "mnist2-lr-l2-adv-0.5"
+RUN = "mnist2-lr-l2-adv-0p5"
 TRAIN = f"stages/train/dvc.yaml:train@{RUN}"  # DVC's name: per-run stages have their own file
 
 

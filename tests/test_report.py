@@ -444,10 +444,10 @@ def test_metrics_files_in_the_old_layout_or_corrupt_are_errors(tmp_path):
     assert collect_seeds(runs, metrics)[["seed", "lambda1"]].values.tolist() == [[0, 1], [3, 2]]
     path = metrics / "hessian" / f"{run.run_id}.json"
     path.write_text('{"lambda1": 1}')
-    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0.2.json: not the per-seed"):
+    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: not the per-seed"):
         collect(runs, metrics)
     path.write_text('{"n_seeds": 1,')
-    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0.2.json: cannot read JSON"):
+    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: cannot read JSON"):
         collect(runs, metrics)
 
 
@@ -543,12 +543,12 @@ def test_failed_seeds_are_named_and_left_out_of_means_and_verdicts(tmp_path):
     assert verdicts["claim2"]["fashion_mnist-cnn-linf"]["top"] == pytest.approx(8.0)
     assert verdicts["failed_models"] == 1
     md = (root / "out" / "report.md").read_text()
-    assert "**1 of 16 trained models failed** (in 1 run: fashion_mnist-cnn-linf-adv-25.5_255)" in md
+    assert "**1 of 16 trained models failed** (in 1 run: fashion_mnist-cnn-linf-adv-25p5_255)" in md
     assert "## Failed runs" in md
-    assert "| fashion_mnist-cnn-linf-adv-25.5_255 | 1 | clean accuracy near chance |" in md
+    assert "| fashion_mnist-cnn-linf-adv-25p5_255 | 1 | clean accuracy near chance |" in md
     tidy = pd.read_csv(root / "out" / "tables" / "runs.csv").set_index("run_id")
-    assert tidy.loc["fashion_mnist-cnn-linf-adv-25.5_255", "lambda1"] == 8.0
-    assert tidy.loc["fashion_mnist-cnn-linf-adv-25.5_255", "n_seeds"] == 1
+    assert tidy.loc["fashion_mnist-cnn-linf-adv-25p5_255", "lambda1"] == 8.0
+    assert tidy.loc["fashion_mnist-cnn-linf-adv-25p5_255", "n_seeds"] == 1
     # the paper's ResNet18 PGD values beside ours at equal eps, labelled as reference
     assert "CIFAR10† PGD train / test / gap" in md and "| 63.81 / 50.98 / 12.83 |" in md
     assert "| eps | clean train | clean test | clean gap | PGD train | PGD test | PGD gap |" in md
@@ -558,4 +558,4 @@ def test_failed_seeds_are_named_and_left_out_of_means_and_verdicts(tmp_path):
     verdicts = make_report(tmp_path / "all", lams, [0, 1], failed)
     assert verdicts["failed_models"] == 2
     tidy = pd.read_csv(tmp_path / "all" / "out" / "tables" / "runs.csv")
-    assert "fashion_mnist-cnn-linf-adv-25.5_255" not in set(tidy.run_id)
+    assert "fashion_mnist-cnn-linf-adv-25p5_255" not in set(tidy.run_id)

@@ -17,12 +17,12 @@ import pytest
 
 @pytest.fixture
 def warm(tmp_path):
-    """Runs `python -m advland.core.warm` with a server of its own; stops it afterwards."""
+    """Runs `python -m advland.pipeline.warm` with a server of its own; stops it afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))  # socket paths must be short
     env = {**os.environ, "ADVLAND_WARM_DIR": str(folder)}
 
     def run(*argv, cwd=tmp_path, extra=None, **kwargs):
-        cmd = [sys.executable, "-m", "advland.core.warm", *argv]
+        cmd = [sys.executable, "-m", "advland.pipeline.warm", *argv]
         return subprocess.run(cmd, cwd=cwd, env=env | (extra or {}), capture_output=True,
                               text=True, timeout=300, **kwargs)  # fmt: skip
 
@@ -84,7 +84,7 @@ def test_signals_reach_the_script_and_a_killed_client_takes_it_down(warm, tmp_pa
         cmd = [
             sys.executable,
             "-m",
-            "advland.core.warm",
+            "advland.pipeline.warm",
             str(tmp_path / "sleeper.py"),
             str(pid_file),
         ]

@@ -67,8 +67,8 @@ class Norm:
         raise NotImplementedError
 
     def format_eps(self, eps: float) -> str:
-        """eps as written in run ids."""
-        return f"{eps:g}"
+        """eps as written in run ids: no dots (DVC splits params keys on them), 0.2 -> 0p2."""
+        return f"{eps:g}".replace(".", "p")
 
     def label(self, eps: float) -> str:
         """eps as written in tables and legends."""
@@ -132,7 +132,7 @@ class Linf(Norm):
         return x_adv.add_(direction, alpha=steps * step_size).sub_(x)
 
     def format_eps(self, eps):
-        return f"{round(eps * 255, 4):g}_255" if eps > 0 else "0"
+        return f"{round(eps * 255, 4):g}_255".replace(".", "p") if eps > 0 else "0"
 
     def label(self, eps):
         return f"{eps * 255:g}/255"

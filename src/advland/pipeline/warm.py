@@ -1,6 +1,6 @@
 """Run stage scripts in a warm interpreter, so that a stage does not pay for `import torch`.
 
-    python -m advland.core.warm stages/train.py ARGS...     # what dvc.yaml runs
+    python -m advland.pipeline.warm stages/train.py ARGS...     # what dvc.yaml runs
 
 A stage is a fresh process, and importing torch and the rest takes seconds, more than
 most stages' own work. This client asks a server that has imported those libraries
@@ -96,7 +96,7 @@ def connect_or_start(path: Path) -> socket.socket:
             return connect(path)
         with open(f"{path}.log", "ab") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "advland.core.warm", "--serve", str(path)],
+                [sys.executable, "-m", "advland.pipeline.warm", "--serve", str(path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -145,7 +145,7 @@ def run_warm(argv: list[str]) -> int:
         if forwarded:  # die of it too, as the script did
             signal.signal(forwarded[-1], signal.SIG_DFL)
             os.kill(os.getpid(), forwarded[-1])
-        print(f"advland.core.warm: {argv[0]} ended without an exit code", file=sys.stderr)
+        print(f"advland.pipeline.warm: {argv[0]} ended without an exit code", file=sys.stderr)
         return 1
     return code
 
@@ -254,12 +254,12 @@ def main(argv: list[str]) -> None:
         serve(Path(argv[1]))
         return
     if not argv:
-        sys.exit("usage: python -m advland.core.warm SCRIPT [ARGS...]")
+        sys.exit("usage: python -m advland.pipeline.warm SCRIPT [ARGS...]")
     if os.environ.get("ADVLAND_WARM", "1") != "0" and hasattr(os, "fork"):
         try:
             sys.exit(run_warm(argv))
         except Unavailable as err:
-            print(f"advland.core.warm: {err}; running {argv[0]} in this process", file=sys.stderr)
+            print(f"advland.pipeline.warm: {err}; running {argv[0]} in this process", file=sys.stderr)
     run_cold(argv)
 
 
