@@ -79,7 +79,7 @@ def test_repo_params_and_profiles_are_valid(raw):
         ),
         (
             add_run("mnist2-lr-l2-adv-0p50"),
-            r"runs\.mnist2-lr-l2-adv-0\.50: its fields make the id 'mnist2-lr-l2-adv-0\.5'",
+            r"runs\.mnist2-lr-l2-adv-0p50: its fields make the id 'mnist2-lr-l2-adv-0p5'",
         ),
         (add_run("mnist2-lr-l2-adv-0p5-Bad", tag="Bad"), r"runs\..*tag.*lower-case"),
         (add_run("cifar2-lr-l2-adv-0p5", dataset="cifar2"), r"needs train\.cifar2\.lr"),
