@@ -145,7 +145,7 @@ def stage_argv(stage: str, item: str | Run | None = None) -> list[str]:
     own = ROOT / "stages" / stage / "dvc.yaml"  # per-run stages have their own file
     pipeline = own if own.is_file() else ROOT / "dvc.yaml"
     spec = yaml.safe_load(pipeline.read_text())["stages"][stage]
-    cmd = (spec["do"]["cmd"] if "do" in spec else spec["cmd"]).split("#")[0]  # no comment
+    cmd = spec["do"]["cmd"] if "do" in spec else spec["cmd"]
     if isinstance(item, Run):
         values = {"key": item.run_id} | {f"item.{k}": str(v) for k, v in item.model_dump().items()}
     else:

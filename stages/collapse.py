@@ -3,14 +3,14 @@ predicted (theory.collapse_eps) against measured, per norm and box setting."""
 
 from advland.collapse import collapse_study
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
-    cfg = load_params().linear_companion(args.dataset).collapse
+    cfg = load_params(args.params).linear_companion(args.dataset).collapse
     return collapse_study(load_prepared(args.data), cfg, args.table)
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "dataset", "data", "table", "metrics")
+    run_stage(main, __doc__, dataset=NAME, data=IN, table=OUT, metrics=OUT)

@@ -1,13 +1,13 @@
 """evaluate: clean, noise and PGD accuracy of every seed of one run, and the robust gap."""
 
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.evaluate import evaluate_seeds
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     run = params.run(args.run)
     return evaluate_seeds(
         run,
@@ -22,4 +22,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "models", "metrics")
+    run_stage(main, __doc__, run=NAME, data=IN, models=IN, metrics=OUT)

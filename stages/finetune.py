@@ -2,20 +2,20 @@
 
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.finetune import finetune_seeds
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     cfg = params.finetune
-    if cfg is None or args.run not in cfg.attacks:
-        raise ParamsError(f"finetune.attacks: {args.run!r} is not listed there")
+    if cfg is None or args.attack not in cfg.attacks:
+        raise ParamsError(f"finetune.attacks: {args.attack!r} is not listed there")
     return finetune_seeds(
-        args.run, load_prepared(args.data), params.seeds, cfg, args.source, args.models
+        args.attack, load_prepared(args.data), params.seeds, cfg, args.source, args.models
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "source", "models", "metrics")
+    run_stage(main, __doc__, attack=NAME, data=IN, source=IN, models=OUT, metrics=OUT)

@@ -3,13 +3,13 @@ clean model and of every fine-tuned one."""
 
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.finetune import evaluate_seeds
+from advland.pipeline.stage import IN, OUT, run_stage
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     cfg = params.finetune
     if cfg is None:
         raise ParamsError("finetune: the section is missing from params.yaml")
@@ -26,4 +26,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "data", "source", "finetuned", "curve", "surface", "metrics")
+    run_stage(main, __doc__, data=IN, source=IN, finetuned=IN, curve=OUT, surface=OUT, metrics=OUT)

@@ -2,13 +2,13 @@
 and its spectrum (eigenvalues, top eigenvectors)."""
 
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.hessian import hessian_seeds
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     run = params.run(args.run)
     return hessian_seeds(
         run,
@@ -25,4 +25,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "models", "values", "vectors", "metrics")
+    run_stage(main, __doc__, run=NAME, data=IN, models=IN, values=OUT, vectors=OUT, metrics=OUT)

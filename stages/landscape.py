@@ -1,16 +1,14 @@
 """landscape: 1D curve and 2D surface along filter-normalized random directions and along
 the Hessian's top eigenvectors, every seed of one run."""
 
-from pathlib import Path
-
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
 from advland.landscape import landscape_seeds
+from advland.pipeline.stage import IN, NAME, OUT, SCRATCH, run_stage
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     run = params.run(args.run)
     return landscape_seeds(
         run,
@@ -22,7 +20,7 @@ def main(args) -> dict:
         params.train_for(run).hardware.device,
         args.vectors,
         (args.curve, args.surface, args.eigen_curve, args.eigen_surface),
-        partial_dir=Path("landscapes/.partial"),
+        partial_dir=args.partial,
     )
 
 
@@ -30,13 +28,14 @@ if __name__ == "__main__":
     run_stage(
         main,
         __doc__,
-        "run",
-        "data",
-        "models",
-        "vectors",
-        "curve",
-        "surface",
-        "eigen_curve",
-        "eigen_surface",
-        "metrics",
+        run=NAME,
+        data=IN,
+        models=IN,
+        vectors=IN,
+        curve=OUT,
+        surface=OUT,
+        eigen_curve=OUT,
+        eigen_surface=OUT,
+        metrics=OUT,
+        partial=SCRATCH,
     )

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
-from advland.pipeline.stage import run_stage
 from advland.data import prepare
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> None:
-    params = load_params()
+    params = load_params(args.params)
     if args.dataset not in params.prepare.datasets:
         raise ParamsError(f"prepare.datasets does not list {args.dataset!r}")
     cache = Path(os.environ.get("ADVLAND_CACHE", Path.home() / ".cache" / "advland"))
@@ -18,7 +18,7 @@ def main(args) -> None:
         args.dataset,
         out_npz=args.npz,
         out_json=args.json,
-        raw_dir=Path("data/raw"),
+        raw_dir=args.raw,
         cache_dir=cache / "sources",
         sources=params.prepare.sources,
         timeout_s=params.prepare.download_timeout_s,
@@ -26,4 +26,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "dataset", "npz", "json")
+    run_stage(main, __doc__, dataset=NAME, raw=IN, npz=OUT, json=OUT)

@@ -3,13 +3,13 @@ summary, from every run's metrics and landscapes."""
 
 from advland.core.config import load_params
 from advland.core.io import write_json
-from advland.pipeline.stage import run_stage
+from advland.pipeline.stage import IN, OUT, run_stage
 from advland.report import build_report
 from advland.report.data import read_json, read_yaml
 
 
 def main(args) -> None:
-    params = load_params()
+    params = load_params(args.params)
     data_info = {d: read_json(args.prepared / f"{d}.json") for d in params.prepare.datasets}
     summary = build_report(
         params.runs,
@@ -30,13 +30,13 @@ if __name__ == "__main__":
     run_stage(
         main,
         __doc__,
-        "metrics",
-        "landscapes",
-        "spectra",
-        "logs",
-        "prepared",
-        "paper",
-        "out",
-        "summary",
-        "companion",
+        metrics=IN,
+        landscapes=IN,
+        spectra=IN,
+        logs=IN,
+        prepared=IN,
+        paper=IN,
+        companion=IN,
+        out=OUT,
+        summary=OUT,
     )

@@ -2,16 +2,16 @@
 gradient's local Lipschitz ratio at trained logistic-regression weights."""
 
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
+from advland.pipeline.stage import IN, NAME, OUT, run_stage
 from advland.smoothness import smoothness_study
 
 
 def main(args) -> dict:
-    params = load_params()
+    params = load_params(args.params)
     cfg = params.linear_companion(args.dataset).smoothness
     return smoothness_study(load_prepared(args.data), args.models, params.seeds[0], cfg, args.table)
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "dataset", "data", "models", "table", "metrics")
+    run_stage(main, __doc__, dataset=NAME, data=IN, models=IN, table=OUT, metrics=OUT)

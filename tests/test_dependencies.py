@@ -15,7 +15,7 @@ from conftest import REPO
 from test_pipeline import dvc, make_repo
 
 STAGES = (
-    "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
+    "validate", "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
     "finetune", "finetune_eval", "report",
 )  # fmt: skip
 
@@ -57,8 +57,7 @@ def declared_code_deps(stage: str) -> set[str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_depends_on_exactly_the_modules_it_imports(stage):
-    runner = {f"stages/{stage}.py", "src/advland/pipeline/warm.py"}  # the cmd runs the script via warm
-    assert declared_code_deps(stage) == imported_modules(stage) | runner
+    assert declared_code_deps(stage) == imported_modules(stage) | {f"stages/{stage}.py"}
 
 
 LR_RUNS = {
@@ -95,7 +94,7 @@ def fake_outputs(repo: Path) -> None:
     """A placeholder for every output, so that `dvc commit` records a lock without
     running anything: what is tested is dvc.yaml's wiring, not the stages."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    files = [
+    files = ["data/params.ok"] + [
         f"data/prepared/{d}.{ext}" for d in params["prepare"]["datasets"] for ext in ("npz", "json")
     ]
     for run in params["runs"]:
@@ -130,6 +129,9 @@ def edit_yaml(repo: Path, edit) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+PER_RUN = ("train", "evaluate", "hessian", "landscape")
+
+
 def per_run(runs, *stages: str) -> set[str]:
     """DVC's names of the per-run stages, which live in stages/<stage>/dvc.yaml."""
     return {f"stages/{s}/dvc.yaml:{s}@{r}" for r in runs for s in stages}
@@ -145,22 +147,25 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     downstream = ("train", "evaluate", "hessian", "landscape")
 
     edit_yaml(repo, lambda p: p["train"]["fashion_mnist"]["resnet18"].__setitem__("epochs", 7))
-    assert changed_stages(repo) == per_run([NET_RUN], *downstream) | {"report"}
+    assert changed_stages(repo) == per_run([NET_RUN], *downstream) | {"validate", "report"}
     (repo / "params.yaml").write_text(original)
 
     edit_yaml(repo, lambda p: p["attack"]["fashion_mnist"]["linf"]["train"].__setitem__("steps", 9))
-    assert changed_stages(repo) == per_run([NET_RUN], "train", "evaluate", "hessian") | {"report"}
+    assert changed_stages(repo) == per_run([NET_RUN], "train", "evaluate", "hessian") | {
+        "validate",
+        "report",
+    }
     (repo / "params.yaml").write_text(original)
 
     edit_yaml(repo, lambda p: p["train"]["mnist2"]["lr"].__setitem__("epochs", 7))
-    assert changed_stages(repo) == per_run(LR_RUNS, *downstream) | {"report"}
+    assert changed_stages(repo) == per_run(LR_RUNS, *downstream) | {"validate", "report"}
     (repo / "params.yaml").write_text(original)
 
     edit_yaml(repo, lambda p: p["finetune"]["attacks"]["pgd"]["attack"].update({"steps": 9}))
-    assert changed_stages(repo) == {"finetune@pgd", "finetune_eval", "report"}
+    assert changed_stages(repo) == {"validate", "finetune@pgd", "finetune_eval", "report"}
     (repo / "params.yaml").write_text(original)
     edit_yaml(repo, lambda p: p["finetune"].update({"n_test": 9}))
-    assert changed_stages(repo) == {"finetune_eval", "report"}
+    assert changed_stages(repo) == {"validate", "finetune_eval", "report"}
     (repo / "params.yaml").write_text(original)
 
     for section, key in (
@@ -171,10 +176,10 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
         edit_yaml(
             repo, lambda p, s=section, k=key: p[s]["fashion_mnist"]["resnet18"].update({k: 9})
         )
-        assert changed_stages(repo) == per_run([NET_RUN], section) | {"report"}, section
+        assert changed_stages(repo) == per_run([NET_RUN], section) | {"validate", "report"}, section
         (repo / "params.yaml").write_text(original)
         edit_yaml(repo, lambda p, s=section, k=key: p[s]["mnist2"]["lr"].update({k: 9}))
-        assert changed_stages(repo) == per_run(LR_RUNS, section) | {"report"}, section
+        assert changed_stages(repo) == per_run(LR_RUNS, section) | {"validate", "report"}, section
         (repo / "params.yaml").write_text(original)
 
     (repo / "data/prepared/fashion_mnist.npz").write_text("other data\n")
@@ -183,7 +188,7 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     )
     dvc(repo, "commit", "--force", "--quiet")
 
-    users = {stage: imported_modules(stage) | {"src/advland/pipeline/warm.py"} for stage in STAGES}
+    users = {stage: imported_modules(stage) for stage in STAGES}
     runs = list(yaml.safe_load(original)["runs"])
     attacks = list(yaml.safe_load(original)["finetune"]["attacks"])
     for module in sorted(set().union(*users.values())):
@@ -192,6 +197,9 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
         path.write_text(text + "\n\ndef _edited() -> None:\n    pass\n")
         assert changed_stages(repo) == stages_using(module, users, runs, attacks), module
         path.write_text(text)
+    warm = repo / "src/advland/pipeline/warm.py"  # the launcher changes no result
+    warm.write_text(warm.read_text() + "\n")
+    assert changed_stages(repo) == set()
 
 
 def stages_using(
@@ -202,7 +210,7 @@ def stages_using(
     for stage, modules in users.items():
         if module not in modules:
             continue
-        if stage in ("report", "toy", "finetune_eval"):
+        if stage in ("validate", "report", "toy", "finetune_eval"):
             out.add(stage)
         elif stage in ("collapse", "smoothness"):
             out.add(f"{stage}@mnist2")
@@ -224,15 +232,18 @@ def test_a_run_with_train_overrides_reruns_exactly_its_stages(tmp_path):
     """A remedy run added by a params edit (as `dvc exp run -S '+runs={<id>: ...}'` does)
     adds exactly its four stages; changing its overrides reruns exactly those."""
     repo = make_repo(tmp_path, mixed_params(tmp_path))
-    dvc(repo, "config", "parsing.bool", "boolean_optional")  # as the project's .dvc/config
     fake_outputs(repo)
     dvc(repo, "commit", "--force", "--quiet")
     edit_yaml(repo, lambda p: p["runs"].__setitem__(REMEDY, REMEDY_RUN))
-    assert changed_stages(repo) == per_run([REMEDY], *STAGES[1:5]) | {"report"}
+    assert changed_stages(repo) == per_run([REMEDY], *PER_RUN) | {"validate", "report"}
     fake_outputs(repo)
     dvc(repo, "commit", "--force", "--quiet")
     assert changed_stages(repo) == set()
     for override in ({"awp": {"gamma": 0.01}}, {"select": {"best": False}}):
         edit_yaml(repo, lambda p, o=override: p["runs"][REMEDY].__setitem__("train", o))
-        assert changed_stages(repo) == per_run([REMEDY], *STAGES[1:5]) | {"report"}, override
+        status = json.loads(dvc(repo, "status", "--json").stdout)
+        assert set(status) == per_run([REMEDY], *PER_RUN) | {"validate", "report"}, override
+        for stage in per_run([REMEDY], *PER_RUN):  # as a changed parameter, not a command
+            (change,) = status[stage]
+            assert change == {"changed deps": {"params.yaml": {f"runs.{REMEDY}": "modified"}}}
         dvc(repo, "commit", "--force", "--quiet")

@@ -42,8 +42,10 @@ def workdir(tmp_path, monkeypatch):
 
 def train(workdir, *launcher):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    paths = ["data/prepared/mnist2.npz", f"models/{RUN}", "log.csv", "metrics.json"]
-    cmd = [*launcher, str(REPO / "stages" / "train.py"), RUN, *paths]
+    args = ["--params", "params.yaml", "--run", RUN, "--data", "data/prepared/mnist2.npz",
+            "--models", f"models/{RUN}", "--log", "log.csv", "--metrics", "metrics.json",
+            "--resume", "models/.resume"]  # fmt: skip
+    cmd = [*launcher, str(REPO / "stages" / "train.py"), *args]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_checkpoint(workdir / "models" / RUN / "seed0.pt")

@@ -81,13 +81,15 @@ def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_whe
 
 def evaluate(repo: Path) -> subprocess.CompletedProcess:
     paths = ["data/prepared/mnist2.npz", f"models/{RUN}", f"metrics/evaluate/{RUN}.json"]
-    return run_stage(repo, "evaluate.py", RUN, *paths)
+    return run_stage(repo, "evaluate.py", run=RUN, data=paths[0], models=paths[1], metrics=paths[2])
 
 
-def run_stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def run_stage(repo: Path, script: str, **args: str) -> subprocess.CompletedProcess:
+    """stages/<script> run directly, with `--name value` for each of `args`."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    named = [w for name, value in args.items() for w in (f"--{name.replace('_', '-')}", value)]
     return subprocess.run(
-        [sys.executable, str(REPO / "stages" / args[0]), *args[1:]],
+        [sys.executable, str(REPO / "stages" / script), "--params", "params.yaml", *named],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -125,7 +127,10 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
     params["train"]["mnist2"]["lr"]["epochs"] = -3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     run = "mnist2-lr-l2-adv-0"
-    done = run_stage(repo, "train.py", run, "data.npz", f"models/{run}", "l.csv", "m.json")
+    done = run_stage(
+        repo, "train.py", run=run, data="data.npz", models=f"models/{run}", log="l.csv",
+        metrics="m.json", resume="models/.resume",
+    )  # fmt: skip
     assert done.returncode == 2
     assert "train.mnist2.lr.epochs: Input should be greater than 0 (got -3)" in done.stderr
     assert not (repo / "models").exists()
@@ -134,8 +139,8 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
 def test_a_bug_keeps_its_traceback(tmp_path):
     """Only the project's own errors become one line; any other exception is a bug."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run = ["evaluate.py", "mnist2-lr-l2-adv-0", "d.npz", "m", "j.json"]
-    done = run_stage(tmp_path, *run)
+    run = {"run": "mnist2-lr-l2-adv-0", "data": "d.npz", "models": "m", "metrics": "j.json"}
+    done = run_stage(tmp_path, "evaluate.py", **run)
     assert done.returncode == 2 and "error: d.npz: not a valid prepared dataset" in done.stderr
     assert "Traceback" not in done.stderr
     site = tmp_path / "site"

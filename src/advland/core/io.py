@@ -14,7 +14,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -61,9 +61,26 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: Path, obj) -> None:
+def remove_stale_temporaries(paths: Iterable[Path]) -> None:
+    """Delete the `.<name>.*.tmp` files and folders that a killed earlier attempt left
+    beside each of `paths` (atomic_outputs and atomic_dir make them there)."""
+    for path in map(Path, paths):
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+
+
+def check_writable(paths: Iterable[Path]) -> None:  # placeholder until helper A's version
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
     with atomic_outputs(path) as (tmp,):
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_csv(path: Path, frame) -> None:

@@ -259,7 +259,9 @@ def main(argv: list[str]) -> None:
         try:
             sys.exit(run_warm(argv))
         except Unavailable as err:
-            print(f"advland.pipeline.warm: {err}; running {argv[0]} in this process", file=sys.stderr)
+            print(
+                f"advland.pipeline.warm: {err}; running {argv[0]} in this process", file=sys.stderr
+            )
     run_cold(argv)
 
 
