@@ -14,6 +14,28 @@ from advland.core.config import parse_run
 from advland.core.errors import ParamsError
 
 
+def grid_entries(axes: list[str], tag: str | None) -> list[str]:
+    """One `runs` line per combination of the comma-separated axes, all validated first;
+    a grid that makes an id twice (0.2,0.20) is an error, as params.yaml would be."""
+    lines, seen = [], {}
+    for combo in itertools.product(*(a.split(",") for a in axes)):
+        dataset, model, norm, noise, eps = combo
+        fields = {"dataset": dataset, "model": model, "norm": norm, "noise": noise}
+        run = parse_run(fields | {"eps": eps, "tag": tag})
+        if run.run_id in seen:
+            raise ParamsError(
+                f"the grid makes the run id {run.run_id!r} twice ({seen[run.run_id]!r} and "
+                f"{' '.join(combo)!r}); list each value once"
+            )
+        seen[run.run_id] = " ".join(combo)
+        extra = f", tag: {run.tag}" if run.tag else ""
+        lines.append(
+            f"  {run.run_id}: {{{', '.join(f'{k}: {v}' for k, v in fields.items())}, "
+            f"eps: {eps}{extra}}}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="advland", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -26,15 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     axes = [args.datasets, args.models, args.norms, args.noises, args.eps]
     try:
-        for dataset, model, norm, noise, eps in itertools.product(*(a.split(",") for a in axes)):
-            fields = {"dataset": dataset, "model": model, "norm": norm, "noise": noise}
-            run = parse_run(fields | {"eps": eps, "tag": args.tag})
-            tag = f", tag: {run.tag}" if run.tag else ""
-            print(f"  {run.run_id}: {{{', '.join(f'{k}: {v}' for k, v in fields.items())}, "
-                  f"eps: {eps}{tag}}}")  # fmt: skip
+        lines = grid_entries(axes, args.tag)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -25,7 +25,6 @@ eigenvectors, unit norm, for the landscapes along them (advland.landscape).
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from advland import theory
-from advland.core.io import atomic_outputs
+from advland.core.io import atomic_outputs, pt_bytes
 from advland.core.models import checkpoint_path, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.seeds import summarize
@@ -336,8 +335,7 @@ def sharpness_run(
 
 def save_spectra(spectra: dict[int, Spectrum], values_csv: Path, vectors_pt: Path) -> None:
     """values_csv: seed, rank (1 = largest), eigenvalue, residual, method; vectors_pt:
-    {seed: (EIGENVECTORS, dim) float64}, saved from memory so that the bytes depend on
-    the numbers only (torch.save names its archive after the file)."""
+    {seed: (EIGENVECTORS, dim) float64}, the same numbers giving the same bytes (`pt_bytes`)."""
     frame = pd.concat(
         [
             pd.DataFrame(
@@ -353,11 +351,10 @@ def save_spectra(spectra: dict[int, Spectrum], values_csv: Path, vectors_pt: Pat
         ],
         ignore_index=True,
     )
-    buffer = io.BytesIO()
-    torch.save({seed: s.vectors.double().cpu() for seed, s in spectra.items()}, buffer)
+    vectors = pt_bytes({seed: s.vectors.double().cpu() for seed, s in spectra.items()})
     with atomic_outputs(values_csv, vectors_pt) as (tmp_csv, tmp_pt):
         frame.to_csv(tmp_csv, index=False)
-        tmp_pt.write_bytes(buffer.getvalue())
+        tmp_pt.write_bytes(vectors)
 
 
 def hessian_seeds(

@@ -37,8 +37,8 @@ from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
-from advland.core.errors import DataError
-from advland.core.io import atomic_outputs
+from advland.core.errors import CheckpointError, DataError
+from advland.core.io import atomic_outputs, load_pt
 from advland.core.models import (
     LogisticRegression,
     checkpoint_path,
@@ -90,15 +90,10 @@ def eigen_directions(
 
 
 def load_eigenvectors(path: Path) -> dict[int, torch.Tensor]:
-    """{seed: (n, dim) eigenvectors} as the hessian stage saved them (weights_only)."""
-    try:
-        vectors = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the hessian stage first)") from None
-    except (RuntimeError, OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read eigenvectors ({err})") from None
+    """{seed: (n, dim) eigenvectors} as the hessian stage saved them (through `load_pt`)."""
+    vectors = load_pt(path, "eigenvector file")
     if not isinstance(vectors, dict):
-        raise DataError(f"{path}: expected {{seed: eigenvectors}}; re-run the hessian stage")
+        raise CheckpointError(f"{path}: expected {{seed: eigenvectors}}; re-run the hessian stage")
     return vectors
 
 

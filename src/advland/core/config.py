@@ -255,9 +255,36 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads 1e-06 (as `dvc exp run -S` writes it) as a float."""
+    """SafeLoader that also reads 1e-06 (as `dvc exp run -S` writes it) as a float, refuses
+    a key given twice in one mapping (SafeLoader keeps the last) and reads -0 as -0.0, so
+    that its sign is seen (`eps: -0` is refused, not read as 0)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | float:
+        value = super().construct_yaml_int(node)
+        return -0.0 if value == 0 and node.value.startswith("-") else value
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -265,11 +292,22 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem is None:
+        return " ".join(str(err).split())
+    mark = err.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}{err.problem}"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(), Loader=_Loader)
-    except (OSError, yaml.YAMLError) as err:
+    except OSError as err:
         raise ParamsError(f"{path}: cannot read parameters ({err})") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: cannot read parameters ({_yaml_problem(err)})") from None
     return parse_params(raw, source=str(path))

@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 
 class AdvlandError(Exception):
-    """A problem with the user's input (params, data, caches, checkpoints), not a bug."""
+    """A problem with the user's input (params, data, caches, checkpoints) or output
+    location, not a bug."""
 
 
 class ParamsError(AdvlandError, ValueError):
@@ -29,7 +30,11 @@ class DataError(AdvlandError, ValueError):
 
 
 class CheckpointError(AdvlandError, ValueError):
-    """A checkpoint that is missing, corrupt, or not safe to load."""
+    """A `.pt` file (checkpoint, eigenvectors) that is missing, corrupt or not safe to load."""
+
+
+class OutputError(AdvlandError):
+    """An output that cannot be written: its folder is read-only, full or forbidden."""
 
 
 class TrainingDiverged(AdvlandError, FloatingPointError):

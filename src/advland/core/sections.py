@@ -7,6 +7,7 @@ them into `Params`, checks what spans sections, and reads the file.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal, get_args
 
@@ -33,17 +34,21 @@ TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # run tags, finetune attack keys
 
 
 def parse_eps(value: float | int | str) -> float:
-    """0.2 -> 0.2, '8/255' -> 8/255. Negative, infinite or malformed values are errors."""
-    if isinstance(value, str):
-        num, _, den = value.partition("/")
-        try:
-            eps = float(num) / (float(den) if den else 1.0)
-        except ValueError:
-            raise ValueError(f"eps {value!r} is not a number (write 0.2 or 8/255)") from None
-    else:
-        eps = float(value)
-    if not 0 <= eps < float("inf"):
-        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+    """0.2 -> 0.2, '8/255' -> 8/255. Anything but a finite number >= 0 written without a
+    sign (-0, nan, inf, 1e999, 8/0, abc) is an error."""
+    allowed = "a finite number >= 0 without a sign, such as 0.2 or 8/255"
+    if isinstance(value, bool) or not isinstance(value, float | int | str):
+        raise ValueError(f"eps must be {allowed}")
+    num, slash, den = value.partition("/") if isinstance(value, str) else (value, "", "")
+    try:
+        parts = float(num), float(den) if slash else 1.0
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a number; write {allowed}") from None
+    if slash and parts[1] == 0:
+        raise ValueError(f"divides by zero; write {allowed}")
+    eps = parts[0] / parts[1]
+    if not all(math.isfinite(x) and math.copysign(1.0, x) > 0 for x in (*parts, eps)):
+        raise ValueError(f"must be {allowed}")
     return eps
 
 
