@@ -559,3 +559,15 @@ def test_failed_seeds_are_named_and_left_out_of_means_and_verdicts(tmp_path):
     assert verdicts["failed_models"] == 2
     tidy = pd.read_csv(tmp_path / "all" / "out" / "tables" / "runs.csv")
     assert "fashion_mnist-cnn-linf-adv-25p5_255" not in set(tidy.run_id)
+
+
+def test_a_figure_the_report_no_longer_shows_is_removed(tmp_path):
+    """DVC keeps the figures folder (persist), so the report removes what it no longer
+    shows, and keeps every figure it does show."""
+    stale = tmp_path / "out" / "figures" / "gone.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an old figure")
+    make_report(tmp_path, {run: {0: lam} for run, lam in lr_runs().items()}, [0])
+    shown = re.findall(r"\]\(figures/([^)]+)\)", (tmp_path / "out" / "report.md").read_text())
+    assert not stale.exists()
+    assert shown and sorted(shown) == sorted(p.name for p in stale.parent.iterdir())

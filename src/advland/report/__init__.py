@@ -180,4 +180,7 @@ def build_report(
         md.write_text(doc.markdown(out_dir))
         page.write_text(doc.html(TITLE))
         table.to_csv(csv, index=False)
+    shown = set(doc.figures())
+    for stale in set(figures.glob("*.png")) - shown:  # DVC keeps (persist) the folder
+        stale.unlink()
     return summary(verdicts) | {"failed_models": len(failed)}

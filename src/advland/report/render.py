@@ -95,6 +95,11 @@ class Document:
     def extend(self, other: Document) -> None:
         self.blocks.extend(other.blocks)
 
+    def figures(self) -> list[Path]:
+        """The figure files the document shows, collapsed sections included."""
+        inner = [b.inner.figures() for b in self.blocks if isinstance(b, Details)]
+        return [b.path for b in self.blocks if isinstance(b, Figure)] + sum(inner, [])
+
     def markdown(self, relative_to: Path, embed: bool = False) -> str:
         """Figures link to their files relative to `relative_to`, or with `embed`
         carry their PNG as a data URI."""
