@@ -5,7 +5,7 @@ from advland.core.config import load_params
 from advland.core.errors import ParamsError
 from advland.data import load_prepared
 from advland.finetune import evaluate_seeds
-from advland.pipeline.stage import IN, OUT, run_stage
+from advland.pipeline.stage import IN, OUT, SCRATCH, run_stage
 
 
 def main(args) -> dict:
@@ -22,8 +22,19 @@ def main(args) -> dict:
         args.finetuned,
         args.curve,
         args.surface,
+        args.partial,
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, data=IN, source=IN, finetuned=IN, curve=OUT, surface=OUT, metrics=OUT)
+    run_stage(
+        main,
+        __doc__,
+        data=IN,
+        source=IN,
+        finetuned=IN,
+        curve=OUT,
+        surface=OUT,
+        metrics=OUT,
+        partial=SCRATCH,
+    )

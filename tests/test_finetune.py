@@ -230,7 +230,7 @@ def test_finetune_and_evaluation_end_to_end(tmp_path, monkeypatch):
     assert not torch.equal(ft["state_dict"]["head.weight"], clean.state_dict()["head.weight"])
     out = evaluate_seeds(
         data, [0], cfg, None, tmp_path / "clean", tmp_path / "ft", tmp_path / "1d.csv",
-        tmp_path / "2d.csv",
+        tmp_path / "2d.csv", tmp_path / "partial",
     )  # fmt: skip
     m = out["mean"]
     model, _ = load_model(tmp_path / "ft" / "stadv" / "seed0.pt")

@@ -131,9 +131,11 @@ def evaluate_model(
     data: Dataset,
     cfg: FinetuneConfig,
     seed: int,
+    partial_dir: Path,
 ) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
     """One model's row of the matrix, its sharpness and its landscapes (an interrupted 2D
-    grid resumes from a file keyed by the checkpoint's `digest` and the settings)."""
+    grid resumes from a file in partial_dir keyed by the checkpoint's `digest` and the
+    settings)."""
     x, y = data.x_test[: cfg.n_test], data.y_test[: cfg.n_test]
     out = {f"acc_{name}_{CLEAN}": accuracy(model, x, y, None, cfg.batch_size)}
     for key, spec in cfg.attacks.items():
@@ -150,9 +152,7 @@ def evaluate_model(
     n_l = cfg.landscape.n_train
     dev = next(model.parameters()).device
     splits = {"train": (data.x_train[:n_l].to(dev), data.y_train[:n_l].to(dev))}
-    partial = partial_path(
-        Path("landscapes/.partial"), f"finetune-{name}", digest, cfg.landscape.model_dump()
-    )
+    partial = partial_path(partial_dir, f"finetune-{name}", digest, cfg.landscape.model_dump())
     (curve, surface), summary = landscape_run(
         model, splits, identity, False, cfg.landscape, (partial,)
     )
@@ -170,10 +170,11 @@ def evaluate_seeds(
     finetuned: Path,
     out_1d: Path,
     out_2d: Path,
+    partial_dir: Path,
 ) -> dict:
     """The matrix, 1 - SSIM, sharpness and landscapes of the clean model (source_dir) and
     of every fine-tuned one (finetuned/<key>), every seed; landscapes go to two CSVs with
-    `seed` and `model` columns."""
+    `seed` and `model` columns (partial_dir: resumable 2D grids)."""
     per_seed, curves, surfaces = {}, [], []
     device = cfg.train.hardware.device
     for seed in seeds:
@@ -184,7 +185,9 @@ def evaluate_seeds(
             model, _ = load_model(checkpoint, device)
             log.info("seed %d: evaluating %s", seed, name)
             digest = file_digest(checkpoint)
-            row, curve, surface = evaluate_model(name, model, digest, source, data, cfg, seed)
+            row, curve, surface = evaluate_model(
+                name, model, digest, source, data, cfg, seed, partial_dir
+            )
             per_seed[seed] |= row
             for frame, frames in ((curve, curves), (surface, surfaces)):
                 frame.insert(0, "model", name)
