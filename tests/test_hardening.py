@@ -163,7 +163,10 @@ def test_a_bug_keeps_its_traceback(tmp_path):
 def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
     for eps in ("0.25", "0.75"):
-        new_run = f"+runs={{mnist2-lr-l2-adv-{eps}: {{dataset: mnist2, model: lr, norm: l2, noise: adv, eps: {eps}}}}}"
+        key = f"mnist2-lr-l2-adv-{eps.replace('.', 'p')}"  # ids have no dots
+        new_run = (
+            f"+runs={{{key}: {{dataset: mnist2, model: lr, norm: l2, noise: adv, eps: {eps}}}}}"
+        )
         dvc(repo, "exp", "run", "--queue", "-n", f"eps{eps}", "-S", new_run)
     dvc(repo, "queue", "start", "-j", "2")
     deadline = time.monotonic() + 600
@@ -195,8 +198,20 @@ def test_two_queued_experiments_on_two_workers(tmp_path, mnist_wheel):
     accs = []
     for name, metrics in found.items():
         eps = name[3:]
-        m = metrics[f"metrics/evaluate/mnist2-lr-l2-adv-{eps}.json"]["data"]["mean"]
+        m = metrics[f"metrics/evaluate/mnist2-lr-l2-adv-{eps.replace('.', 'p')}.json"]["data"][
+            "mean"
+        ]
         assert m["eps"] == float(eps)
         assert f"metrics/evaluate/{RUN}.json" in metrics  # -S added a run, kept the others
         accs.append(m["robust_test_acc"])
     assert accs[0] != accs[1]
+
+
+def test_an_unchanged_experiment_runs_nothing(tmp_path, mnist_wheel):
+    """Outputs are persist: true (DVC leaves them in place; the stages replace them
+    atomically). `dvc exp run` of an unchanged workspace still runs no stage."""
+    repo = make_repo(tmp_path, tiny_params(tmp_path, epochs=1))
+    dvc(repo, "repro")
+    done = dvc(repo, "exp", "run", "-n", "again")
+    assert "Running stage" not in done.stdout, done.stdout
+    assert "didn't change, skipping" in done.stdout
