@@ -84,9 +84,13 @@ def evaluate(repo: Path) -> subprocess.CompletedProcess:
     return run_stage(repo, "evaluate.py", run=RUN, data=paths[0], models=paths[1], metrics=paths[2])
 
 
-def run_stage(repo: Path, script: str, **args: str) -> subprocess.CompletedProcess:
-    """stages/<script> run directly, with `--name value` for each of `args`."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def run_stage(
+    repo: Path, script: str, site: Path | None = None, **args: str
+) -> subprocess.CompletedProcess:
+    """stages/<script> run directly, with `--name value` for each of `args` (and `site`
+    first on the import path)."""
+    path = [str(p) for p in (site, REPO / "src") if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     named = [w for name, value in args.items() for w in (f"--{name.replace('_', '-')}", value)]
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / script), "--params", "params.yaml", *named],
@@ -150,11 +154,7 @@ def test_a_bug_keeps_its_traceback(tmp_path):
         "def broken(path):\n    raise KeyError('a bug')\n"
         "advland.data.load_prepared = broken\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO / 'src'}"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "stages" / run[0]), *run[1:]],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    done = run_stage(tmp_path, "evaluate.py", site=site, **run)
     assert (
         done.returncode == 1 and "Traceback" in done.stderr and "KeyError: 'a bug'" in done.stderr
     )
