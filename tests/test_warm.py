@@ -83,7 +83,11 @@ def test_signals_reach_the_script_and_a_killed_client_takes_it_down(warm, tmp_pa
     (tmp_path / "sleeper.py").write_text(
         "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
     )
-    for sig, expected in ((signal.SIGTERM, -signal.SIGTERM), (signal.SIGKILL, None)):
+    for sig, expected in (
+        (signal.SIGTERM, -signal.SIGTERM),
+        (signal.SIGINT, 130),
+        (signal.SIGKILL, None),
+    ):
         pid_file = tmp_path / f"pid-{sig}"
         cmd = [
             sys.executable,
@@ -101,7 +105,7 @@ def test_signals_reach_the_script_and_a_killed_client_takes_it_down(warm, tmp_pa
         assert child != client.pid
         client.send_signal(sig)
         client.wait(timeout=30)
-        if expected is not None:  # the script died of the signal, and the client says so
+        if expected is not None:  # the script died of the signal (or KeyboardInterrupt)
             assert client.returncode == expected
         deadline = time.monotonic() + 10
         while Path(f"/proc/{child}").exists() and "Z" not in status(child):
