@@ -97,7 +97,6 @@ def wall_time(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 def warm_server(env: dict[str, str]) -> Iterator[None]:
     """An advland.pipeline.warm server for clients with `env`, started here, ended on exit."""
     path = Path(last_line_of("-c", WARM_SOCKET, env=env))
-    path.parent.mkdir(parents=True, exist_ok=True)
     serve = [sys.executable, "-m", "advland.pipeline.warm", "--serve", str(path)]
     server = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL)
     try:
