@@ -105,9 +105,12 @@ def overlay(base: dict, over: dict, where: str = "") -> dict:
 
 def default_params(root: Path) -> dict:
     """params.yaml as committed at git HEAD in `root`."""
-    done = subprocess.run(
-        ["git", "-C", str(root), "show", "HEAD:./params.yaml"], capture_output=True, text=True
-    )
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "show", "HEAD:./params.yaml"], capture_output=True, text=True
+        )
+    except OSError as err:
+        raise ParamsError(f"git HEAD:params.yaml: cannot run git ({err})") from None
     if done.returncode != 0:
         raise ParamsError(f"git HEAD:params.yaml: cannot read the default ({done.stderr.strip()})")
     if done.stdout.startswith(HEADER):
@@ -119,6 +122,7 @@ def default_params(root: Path) -> dict:
 
 
 def profile_path(name: str, root: Path) -> Path:
+    """root/profiles/<name>.yaml; an unknown name lists the known ones."""
     path = root / "profiles" / f"{name}.yaml"
     if not re.fullmatch(r"[\w-]+", name) or not path.is_file():
         known = ", ".join(sorted(p.stem for p in (root / "profiles").glob("*.yaml")))
