@@ -28,6 +28,8 @@ from pathlib import Path
 import yaml
 from common import ROOT, save
 
+from advland.profiles import resolve_profile
+
 STAGES = ("train", "evaluate", "hessian", "landscape")
 
 
@@ -53,7 +55,7 @@ def lr_grid_only(params_file: Path) -> None:
     """Keep the untagged logistic-regression runs and no companion `linear` studies;
     fine-tuning (its stages need a clean model) as in the tiny profile, on LR."""
     params = yaml.safe_load(params_file.read_text())
-    tiny = yaml.safe_load((params_file.parent / "profiles" / "tiny.yaml").read_text())
+    tiny = resolve_profile("tiny", params_file.parent)
     params["finetune"] = tiny["finetune"]
     params["runs"] = {
         k: r for k, r in params["runs"].items() if r["model"] == "lr" and not r.get("tag")

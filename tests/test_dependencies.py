@@ -14,6 +14,8 @@ import yaml
 from conftest import REPO
 from test_pipeline import dvc, make_repo
 
+from advland.profiles import resolve_profile
+
 STAGES = (
     "validate", "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
     "finetune", "finetune_eval", "report",
@@ -71,8 +73,8 @@ NET_RUN = "fashion_mnist-resnet18-linf-adv-8_255"
 
 def mixed_params(tmp_path: Path) -> Path:
     """The tiny profile plus a ResNet run on Fashion-MNIST."""
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
-    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    params = resolve_profile("tiny", REPO)
+    smoke = resolve_profile("smoke", REPO)
     params["prepare"]["datasets"] = ["mnist2", "fashion_mnist"]
     params["runs"] = LR_RUNS | {
         NET_RUN: {"dataset": "fashion_mnist", "model": "resnet18", "norm": "linf",

@@ -15,6 +15,7 @@ from conftest import REPO, make_idx_dataset
 
 from advland.core.io import load_checkpoint
 from advland.data import prepare
+from advland.profiles import resolve_profile
 
 RUN = "mnist2-lr-l2-adv-0p5"
 
@@ -26,7 +27,7 @@ def workdir(tmp_path, monkeypatch):
     make_idx_dataset(raw, tv.MNIST, monkeypatch, n_train=640, n_test=100)  # 128 zeros and ones
     out = tmp_path / "data" / "prepared"
     prepare("mnist2", out / "mnist2.npz", out / "mnist2.json", raw, tmp_path, ["raw"])
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params = resolve_profile("tiny", REPO)
     params["runs"] = {RUN: {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv",
                             "eps": 0.5}}  # fmt: skip
     params["companion"]["linear"] = {}  # its smoothness points name runs not listed here

@@ -18,6 +18,7 @@ from conftest import REPO
 from test_pipeline import dvc, make_repo
 
 from advland.core.io import load_checkpoint
+from advland.profiles import resolve_profile
 
 pytestmark = pytest.mark.slow
 RUN = "mnist2-lr-l2-adv-0p5"
@@ -29,7 +30,7 @@ def entry(eps: float) -> dict:
 
 
 def tiny_params(tmp_path: Path, **train) -> Path:
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params = resolve_profile("tiny", REPO)
     params["seeds"] = [0]
     params["runs"] = {RUN: entry(0.5), "mnist2-lr-l2-adv-0": entry(0)}  # 0: fine-tuning's
     params["companion"]["linear"] = {}  # its smoothness points name runs not listed here

@@ -17,6 +17,8 @@ import torchvision.datasets as tv
 import yaml
 from conftest import REPO, make_idx_dataset
 
+from advland.profiles import render, resolve_profile
+
 pytestmark = pytest.mark.slow
 
 
@@ -42,6 +44,13 @@ def make_repo(tmp_path: Path, params: Path) -> Path:
     return repo
 
 
+def profile_file(tmp_path: Path, name: str) -> Path:
+    """The params.yaml that `advland profile <name>` writes, as tmp_path/<name>.yaml."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(render(name, resolve_profile(name, REPO)))
+    return path
+
+
 def dvc(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env or {})}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this venv
@@ -53,7 +62,7 @@ def dvc(repo: Path, *args: str, env: dict | None = None) -> subprocess.Completed
 
 
 def test_dvc_prepare_on_synthetic_mnist(tmp_path, monkeypatch):
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params = resolve_profile("tiny", REPO)
     params["prepare"] |= {"datasets": ["mnist2"], "sources": ["raw"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     repo = make_repo(tmp_path, tmp_path / "params.yaml")
@@ -77,7 +86,7 @@ def test_dvc_prepare_on_synthetic_mnist(tmp_path, monkeypatch):
 
 def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
     """Two seeds per run: per-seed metrics, their mean and CI, and CIs in the report."""
-    repo = make_repo(tmp_path, REPO / "profiles" / "tiny.yaml")
+    repo = make_repo(tmp_path, profile_file(tmp_path, "tiny"))
     dvc(repo, "repro")
     runs = yaml.safe_load((repo / "params.yaml").read_text())["runs"]
     for run_id in runs:
@@ -113,7 +122,7 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
 def test_dvc_repro_smoke_profile_deep_nets(tmp_path, mnist_wheel):
     """ResNet18 and the 4-conv CNN through every stage on a few hundred real MNIST
     images, on the CPU: Lanczos with residuals, the failed-run check, Claims 3 and 2."""
-    repo = make_repo(tmp_path, REPO / "profiles" / "smoke.yaml")
+    repo = make_repo(tmp_path, profile_file(tmp_path, "smoke"))
     dvc(repo, "repro")
     verdicts = json.loads((repo / "metrics" / "summary.json").read_text())
     tidy = pd.read_csv(repo / "reports" / "tables" / "runs.csv")

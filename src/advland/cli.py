@@ -2,6 +2,10 @@
 
 advland runs mnist2 lr l2 adv,rand 0,0.2,0.4          # 6 entries
 advland runs mnist2 lr linf adv 0,8/255 --tag awp    # tagged variants
+
+`advland profile NAME`: write params.yaml as the default with profiles/NAME.yaml over it.
+
+advland profile tiny                                  # git checkout params.yaml: back
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 
 from advland.core.config import parse_run
 from advland.core.errors import ParamsError
+from advland.profiles import apply_profile
 
 
 def grid_entries(axes: list[str], tag: str | None) -> list[str]:
@@ -45,7 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("datasets", "models", "norms", "noises", "eps"):
         runs.add_argument(name, help="comma-separated")
     runs.add_argument("--tag", default=None, help="a tag for every run (e.g. awp)")
+    profile = sub.add_parser("profile", help="write params.yaml for a profile in profiles/")
+    profile.add_argument("name", help="a profile: profiles/<name>.yaml")
     args = parser.parse_args(argv)
+    if args.cmd == "profile":
+        try:
+            print(f"{apply_profile(args.name)}: profile {args.name}")
+        except ParamsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     axes = [args.datasets, args.models, args.norms, args.noises, args.eps]
     try:
         lines = grid_entries(axes, args.tag)
