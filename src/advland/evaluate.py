@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from advland.aggregate import summarize
 from advland.core.attacks import optimal_linear
 from advland.core.config import Run
 from advland.core.models import checkpoint_path, load_model, predict
@@ -22,7 +23,6 @@ from advland.core.norms import NORMS
 from advland.core.perturb import make_perturb
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
-from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def evaluate_seeds(
 ) -> dict:
     """evaluate_run for every seed of a run, on the first cfg.n_train training examples
     it was trained on and the first cfg.n_test test examples; returns the per-seed
-    accuracies and their mean (seeds.summarize)."""
+    accuracies and their mean (aggregate.summarize)."""
     per_seed = {}
     for seed in seeds:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)

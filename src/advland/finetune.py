@@ -24,6 +24,7 @@ from pytorch_msssim import ssim
 from torch import nn
 from tqdm import tqdm
 
+from advland.aggregate import summarize
 from advland.core.config import Run
 from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
 from advland.core.models import checkpoint_path, load_model
@@ -33,7 +34,6 @@ from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.hessian import sharpness_run
 from advland.landscape import landscape_run, partial_path
-from advland.seeds import summarize
 from advland.sources import file_digest
 from advland.train import fit, weight_norm
 

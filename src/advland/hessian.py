@@ -37,10 +37,10 @@ from torch import nn
 from torch.func import functional_call
 
 from advland import theory
+from advland.aggregate import summarize
 from advland.core.io import atomic_outputs
 from advland.core.models import checkpoint_path, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
-from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]

@@ -37,6 +37,7 @@ from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
+from advland.aggregate import summarize
 from advland.core.errors import DataError
 from advland.core.io import atomic_outputs
 from advland.core.models import (
@@ -48,7 +49,6 @@ from advland.core.models import (
 )
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
-from advland.seeds import summarize
 from advland.sources import file_digest
 
 log = logging.getLogger(__name__)

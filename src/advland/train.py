@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from advland.aggregate import summarize
 from advland.core import distributed as dist
 from advland.core.config import Run
 from advland.core.errors import TrainingDiverged
@@ -40,7 +41,6 @@ from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.remedies import remedy_hooks
-from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def train_seeds(
 ) -> dict:
     """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
     CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
-    done. Returns the per-seed summaries and their mean (seeds.summarize)."""
+    done. Returns the per-seed summaries and their mean (aggregate.summarize)."""
     results = {seed: train_run(run, data, cfg, attack, noise, seed, resume_dir) for seed in seeds}
     if dist.is_main():
         with atomic_dir(model_dir) as staging, atomic_outputs(log_csv) as (tmp_csv,):
