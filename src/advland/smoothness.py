@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from advland.core.errors import CheckpointError, Registry
+from advland.core.errors import CheckpointError
 from advland.core.io import write_csv
 from advland.core.models import checkpoint_path, load_model
+from advland.core.registry import Registry
 from advland.core.sections import SmoothnessConfig
 from advland.data import Dataset
 from advland.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss

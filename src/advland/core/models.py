@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advland.core.errors import CheckpointError, ParamsError, Registry
+from advland.core.errors import CheckpointError, ParamsError
 from advland.core.io import load_checkpoint
 from advland.core.norms import NORMS
+from advland.core.registry import Registry
 
 # Standardization inside ResNet18 (Madry et al.'s per-channel statistics for CIFAR10).
 CHANNEL_STATS = {
