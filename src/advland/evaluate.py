@@ -21,6 +21,7 @@ from advland.core.config import Run
 from advland.core.models import checkpoint_path, load_model, predict
 from advland.core.norms import NORMS
 from advland.core.perturb import make_perturb
+from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
 
@@ -58,7 +59,7 @@ def evaluate_run(
     batch_size: int,
 ) -> dict[str, float]:
     """All accuracies of one trained model; the attack uses the evaluation settings."""
-    gen = torch.Generator().manual_seed(seed + 2)
+    gen = rng(seed, "evaluate")
     attack_fn = make_perturb("adv", run.norm, run.eps, attack, noise.distribution, gen)
     noise_fn = make_perturb("rand", run.norm, run.eps, attack, noise.distribution, gen)
     out: dict[str, float] = {"eps": run.eps}

@@ -29,6 +29,7 @@ from advland.core.config import Run
 from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
 from advland.core.models import checkpoint_path, load_model
 from advland.core.perturb import ATTACKS, Perturb
+from advland.core.rng import rng, seed_global
 from advland.core.sections import FinetuneAttack, FinetuneConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
@@ -46,10 +47,9 @@ def identity(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return x
 
 
-def make_attack(spec: FinetuneAttack, seed: int) -> Perturb:
-    """The attack of one fine-tuning set (a random start, if any, drawn from `seed`)."""
-    gen = torch.Generator().manual_seed(seed)
-    return ATTACKS[spec.attack.name](spec.attack, spec.norm, spec.eps, gen)
+def make_attack(spec: FinetuneAttack, seed: int, stream: str) -> Perturb:
+    """The attack of one fine-tuning set (a random start, if any, from `stream` of `seed`)."""
+    return ATTACKS[spec.attack.name](spec.attack, spec.norm, spec.eps, rng(seed, stream))
 
 
 def attacked(
@@ -79,13 +79,14 @@ def finetune_seed(
     """Fine-tune `model` in place on the clean + adversarial set; returns the summary
     and the per-epoch rows."""
     x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
-    x_adv = attacked(model, x, y, make_attack(spec, seed + 7), cfg.batch_size, f"make {key}")
+    attack = make_attack(spec, seed, "finetune_make")
+    x_adv = attacked(model, x, y, attack, cfg.batch_size, f"make {key}")
     before = {
         "clean_model_adv_train_acc": accuracy(model, x_adv, y, None, cfg.batch_size),
         "train_ssim_loss": ssim_loss(x, x_adv).mean().item(),
     }
-    torch.manual_seed(seed)
-    generators = (torch.Generator().manual_seed(seed),)
+    seed_global(seed)
+    generators = (rng(seed, "data_order"),)
     history, _ = fit(
         model, torch.cat([x, x_adv]), torch.cat([y, y]), cfg.train, identity, generators, key
     )
@@ -137,7 +138,8 @@ def evaluate_model(
     x, y = data.x_test[: cfg.n_test], data.y_test[: cfg.n_test]
     out = {f"acc_{name}_{CLEAN}": accuracy(model, x, y, None, cfg.batch_size)}
     for key, spec in cfg.attacks.items():
-        x_adv = attacked(model, x, y, make_attack(spec, seed + 8), cfg.batch_size, f"{name}: {key}")
+        attack = make_attack(spec, seed, "finetune_eval")
+        x_adv = attacked(model, x, y, attack, cfg.batch_size, f"{name}: {key}")
         out[f"acc_{name}_{key}"] = accuracy(model, x_adv, y, None, cfg.batch_size)
         if name == CLEAN:
             out[f"ssim_loss_{key}"] = ssim_loss(x, x_adv).mean().item()

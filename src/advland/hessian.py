@@ -41,6 +41,7 @@ from advland.aggregate import summarize
 from advland.core.io import atomic_outputs
 from advland.core.models import checkpoint_path, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
+from advland.core.rng import rng, seed_global
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
@@ -125,7 +126,7 @@ def lanczos_ritz(
 ) -> Ritz:
     """Top-k Ritz pairs' values and residuals after `iters` Lanczos steps (full
     reorthogonalization), and the top `vectors` Ritz vectors Q^T s (Q the Krylov basis)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed, "lanczos")
     q = torch.randn(dim, generator=gen, dtype=dtype)
     basis = [q / q.norm()]
     alphas, betas = [], []
@@ -160,7 +161,7 @@ def lanczos(
 
 def hutchinson_trace(hvp: HVP, dim: int, samples: int, dtype=torch.float64, seed: int = 0) -> float:
     """tr H ~ mean_j z_j^T H z_j with Rademacher z_j."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed, "hutchinson")
     total = 0.0
     for _ in range(samples):
         z = torch.randint(0, 2, (dim,), generator=gen, dtype=dtype) * 2 - 1
@@ -236,7 +237,7 @@ def pyhessian_top(
         return original(*args, **kwargs)
 
     was_training = model.training
-    torch.manual_seed(seed)  # PyHessian draws its start vectors from the global RNG
+    seed_global(seed)  # PyHessian draws its start vectors from the global RNG
     ph.hessian_vector_product = counted
     try:
         comp = ph.hessian(
@@ -381,7 +382,7 @@ def hessian_seeds(
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_samples, 0)
         x, y = seen.x_train, seen.y_train
-        gen = torch.Generator().manual_seed(seed + 3)
+        gen = rng(seed, "hessian")
         perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
         per_seed[seed], spectra[seed] = sharpness_run(
             model, run, x, y, perturb, cfg, checkpoint["weight_norm"]

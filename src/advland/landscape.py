@@ -49,6 +49,7 @@ from advland.core.models import (
 )
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
+from advland.core.rng import rng
 from advland.sources import file_digest
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ def landscape_run(
     noise, which does not depend on the weights) it is applied once at the centre.
     The 2D grids are saved chunk by chunk to `partials`, removed at the end.
     """
-    gen = torch.Generator().manual_seed(cfg.direction_seed)
+    gen = rng(cfg.direction_seed, "directions")
     d1 = filter_normalized_direction(model, gen, cfg.include_bias)
     d2 = filter_normalized_direction(model, gen, cfg.include_bias)
     fixed = None if rerun else fixed_objective_inputs(model, splits, perturb)
@@ -348,7 +349,7 @@ def landscape_seeds(
         model, payload = load_model(checkpoint, device)
         seen = data.seen(payload["n_train"], cfg.n_train, cfg.n_test)
         dev = next(model.parameters()).device
-        gen = torch.Generator().manual_seed(seed + 4)
+        gen = rng(seed, "landscape")
         perturb = make_perturb(run.noise, run.norm, run.eps, cfg.pgd, distribution, gen)
         splits = {
             "train": (seen.x_train.to(dev), seen.y_train.to(dev)),

@@ -24,6 +24,7 @@ from advland.core.errors import CheckpointError
 from advland.core.io import write_csv
 from advland.core.models import checkpoint_path, load_model
 from advland.core.registry import Registry
+from advland.core.rng import rng
 from advland.core.sections import SmoothnessConfig
 from advland.data import Dataset
 from advland.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss
@@ -88,7 +89,7 @@ def smoothness_study(
     SETTLE_AT, and their ratio `growth`."""
     x, y = data.x_train[: cfg.n_train].flatten(1).double(), data.y_train[: cfg.n_train]
     points = {k: (trained_theta(models, p.run, seed), p.eps) for k, p in cfg.points}
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = rng(cfg.seed, "smoothness")
     rows = []
     for name, (theta, eps) in points.items():
         objective = OBJECTIVES[name]

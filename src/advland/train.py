@@ -37,6 +37,7 @@ from advland.core.models import (
 )
 from advland.core.optim import learning_rate, make_optimizer
 from advland.core.perturb import Perturb, make_perturb
+from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
@@ -275,8 +276,8 @@ def train_run(
     of the epoch with the best PGD accuracy on the first cfg.select.n test images (the
     paper's early stopping); the last weights are kept beside them.
     """
-    torch.manual_seed(seed)
-    generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
+    seed_global(seed)
+    generators = (rng(seed, "data_order"), rng(seed, "train_noise"))
     hw = cfg.hardware
     device = resolve_device(hw.device)
     x, y = data.x_train[: cfg.data.n_train], data.y_train[: cfg.data.n_train]
@@ -311,7 +312,7 @@ def train_run(
     if cfg.select.best:
         x_sel = data.x_test[: cfg.select.n].to(device)
         y_sel = data.y_test[: cfg.select.n].to(device)
-        sel_gen = torch.Generator().manual_seed(seed + 5)
+        sel_gen = rng(seed, "select")
         sel_attack = make_perturb(
             "adv", run.norm, run.eps, attack.eval, noise.distribution, sel_gen
         )
