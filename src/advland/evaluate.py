@@ -18,7 +18,7 @@ from tqdm import tqdm
 from advland.aggregate import summarize
 from advland.core.attacks import optimal_linear
 from advland.core.config import Run
-from advland.core.models import checkpoint_path, load_model, predict
+from advland.core.models import checkpoint_path, is_linear, load_model, predict
 from advland.core.norms import NORMS
 from advland.core.perturb import make_perturb
 from advland.core.rng import rng
@@ -69,7 +69,7 @@ def evaluate_run(
         out[f"robust_{split}_acc"] = accuracy(model, x, y, attack_fn, batch_size, f"PGD {split}")
         out[f"noise_{split}_acc"] = accuracy(model, x, y, noise_fn, batch_size)
     kinds = ["clean", "robust", "noise"]
-    if hasattr(model, "w"):  # linear: the exact worst case, to check PGD against
+    if is_linear(model):  # the exact worst case, to check PGD against
         out |= closed_form_check(model, run, data, attack_fn, batch_size)
         kinds.append("cf_robust")
     for kind in kinds:

@@ -39,7 +39,7 @@ from torch.func import functional_call
 from advland import theory
 from advland.aggregate import summarize
 from advland.core.io import atomic_outputs
-from advland.core.models import checkpoint_path, load_model, per_example_loss
+from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.core.rng import rng, seed_global
 
@@ -312,7 +312,7 @@ def sharpness_run(
     out |= _named("lambda", spec_["top"]) | {"trace": spec_["trace"]}
     out |= _named("scaled_lambda", [v * weight_norm**2 for v in spec_["top"]])
 
-    if hasattr(model, "w"):  # linear: closed forms to check against
+    if is_linear(model):  # closed forms to check against
         xf = x_fixed.double().flatten(1)
         if "hessian" in spec_:
             out["theory_gap_fixed"] = _relative_gap(

@@ -41,8 +41,9 @@ from advland.aggregate import summarize
 from advland.core.errors import DataError
 from advland.core.io import atomic_outputs
 from advland.core.models import (
-    LogisticRegression,
+    Linear,
     checkpoint_path,
+    is_linear,
     load_model,
     per_example_loss,
     predict,
@@ -103,7 +104,7 @@ def load_eigenvectors(path: Path) -> dict[int, torch.Tensor]:
     return vectors
 
 
-class StackedLogisticRegression(nn.Module):
+class StackedLogisticRegression(Linear):
     """P logistic regressions at once: rows are P blocks of the same n inputs."""
 
     def __init__(self, thetas: torch.Tensor):
@@ -132,7 +133,7 @@ class StackedLogisticRegression(nn.Module):
 
 def _point_models(model: nn.Module, thetas: torch.Tensor, per_chunk: int):
     """Yield (module, number of points) covering all thetas, in order."""
-    if isinstance(model, LogisticRegression):
+    if is_linear(model):
         for i in range(0, len(thetas), per_chunk):
             yield (
                 StackedLogisticRegression(thetas[i : i + per_chunk]),

@@ -22,7 +22,7 @@ import torch
 
 from advland.core.errors import CheckpointError
 from advland.core.io import write_csv
-from advland.core.models import checkpoint_path, load_model
+from advland.core.models import checkpoint_path, is_linear, load_model
 from advland.core.registry import Registry
 from advland.core.rng import rng
 from advland.core.sections import SmoothnessConfig
@@ -76,7 +76,7 @@ def sign_change_point(theta, x, y, tiny: float, directions) -> tuple[torch.Tenso
 def trained_theta(models: Path, run: str, seed: int) -> torch.Tensor:
     """(w, b) of a trained logistic regression, float64."""
     model, _ = load_model(checkpoint_path(models / run, seed))
-    if not hasattr(model, "w"):
+    if not is_linear(model):
         raise CheckpointError(f"{models / run}: not a logistic regression")
     return torch.cat([model.w.detach(), model.b.detach()[None]]).double()
 

@@ -31,6 +31,7 @@ from advland.core.io import atomic_dir, atomic_outputs, load_checkpoint, save_ch
 from advland.core.models import (
     build_model,
     checkpoint_path,
+    is_linear,
     per_example_loss,
     predict,
     resolve_device,
@@ -255,7 +256,7 @@ def gradient_epochs(cfg: TrainConfig) -> int:
 
 def weight_norm(model: nn.Module) -> float:
     """||w||_2 for logistic regression (bias excluded); ||theta||_2 otherwise."""
-    if hasattr(model, "w"):
+    if is_linear(model):
         return model.w.norm().item()
     return torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
 

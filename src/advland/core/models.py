@@ -36,7 +36,17 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
 
 
-class LogisticRegression(nn.Module):
+class Linear(nn.Module):
+    """A linear model, f(x) = w.x + b (or several stacked): it has `w`, `b` and
+    `ascent_direction(y, norm)`, PGD's direction, which does not depend on x."""
+
+
+def is_linear(model: nn.Module) -> bool:
+    """Whether `model` is linear (`Linear`): closed forms (attacks, Hessians) apply."""
+    return isinstance(model, Linear)
+
+
+class LogisticRegression(Linear):
     """f(x) = w.x + b on flattened pixels. Starts at w = 0, b = 0."""
 
     def __init__(self, in_features: int):
