@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from advland.aggregate import summarize
 from advland.core.attacks import optimal_linear
 from advland.core.config import Run
 from advland.core.models import checkpoint_path, is_linear, load_model, predict
@@ -24,6 +23,7 @@ from advland.core.perturb import make_perturb
 from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
+from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,10 @@ def evaluate_seeds(
     """evaluate_run for every seed of a run, on the first cfg.n_train training examples
     it was trained on and the first cfg.n_test test examples; returns the per-seed
     accuracies and their mean (aggregate.summarize)."""
-    per_seed = {}
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, None]:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_train, cfg.n_test)
-        per_seed[seed] = evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size)
-    return summarize(per_seed)
+        return evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size), None
+
+    return over_seeds(seeds, measure)[0]

@@ -37,11 +37,11 @@ from torch import nn
 from torch.func import functional_call
 
 from advland import theory
-from advland.aggregate import summarize
 from advland.core.io import atomic_outputs
 from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.core.rng import rng, seed_global
+from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
@@ -377,15 +377,15 @@ def hessian_seeds(
     was trained on, with the run's training perturbation (`attack` is its
     config.AttackConfig) drawn once at the final weights; writes the spectra
     (save_spectra) and returns per-seed values and their mean."""
-    per_seed, spectra = {}, {}
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, Spectrum]:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_samples, 0)
         x, y = seen.x_train, seen.y_train
         gen = rng(seed, "hessian")
         perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
-        per_seed[seed], spectra[seed] = sharpness_run(
-            model, run, x, y, perturb, cfg, checkpoint["weight_norm"]
-        )
+        return sharpness_run(model, run, x, y, perturb, cfg, checkpoint["weight_norm"])
+
+    summary, spectra = over_seeds(seeds, measure)
     save_spectra(spectra, values_csv, vectors_pt)
-    return summarize(per_seed)
+    return summary

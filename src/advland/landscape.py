@@ -37,7 +37,6 @@ from torch.linalg import vector_norm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm import tqdm
 
-from advland.aggregate import summarize
 from advland.core.errors import DataError
 from advland.core.io import atomic_outputs
 from advland.core.models import (
@@ -51,6 +50,7 @@ from advland.core.models import (
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
 from advland.core.rng import rng
+from advland.perseed import over_seeds
 from advland.sources import file_digest
 
 log = logging.getLogger(__name__)
@@ -339,11 +339,11 @@ def landscape_seeds(
     column (atomically, once all seeds are done): `outs` = random 1D, random 2D, eigen 1D,
     eigen 2D (an eigen file is empty when its points are 0); returns the curve summaries
     over seeds."""
-    frames: list[list[pd.DataFrame]] = [[], [], [], []]
-    partials, summaries = [], {}
+    partials: list[Path] = []
     rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
     eigenvectors = load_eigenvectors(vectors_pt)
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, list[pd.DataFrame]]:
         if seed not in eigenvectors:
             raise DataError(f"{vectors_pt}: no eigenvectors for seed {seed}; re-run hessian")
         checkpoint = checkpoint_path(model_dir, seed)
@@ -359,24 +359,26 @@ def landscape_seeds(
         digest, settings = file_digest(checkpoint), cfg.model_dump()
         vectors = eigenvectors[seed]
         key = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
-        partials += [
-            partial_path(partial_dir, run.run_id, digest, settings),
-            partial_path(partial_dir, f"{run.run_id}-eigen", digest + key, settings),
-        ]
-        run_frames, summaries[seed] = landscape_run(
+        partials.append(partial_path(partial_dir, run.run_id, digest, settings))
+        partials.append(partial_path(partial_dir, f"{run.run_id}-eigen", digest + key, settings))
+        run_frames, summary = landscape_run(
             model, splits, perturb, rerun, cfg, tuple(partials[-2:]), vectors
         )
-        for out, frame in zip(frames, run_frames, strict=True):
-            out.append(frame.assign(seed=seed)[["seed", *frame.columns]] if len(frame) else frame)
+        return summary, [
+            frame.assign(seed=seed)[["seed", *frame.columns]] if len(frame) else frame
+            for frame in run_frames
+        ]
+
+    summary, per_seed = over_seeds(seeds, measure)
     with atomic_outputs(*outs) as tmps:
-        for tmp, parts in zip(tmps, frames, strict=True):
-            frame = pd.concat(parts, ignore_index=True)
+        for i, tmp in enumerate(tmps):
+            frame = pd.concat([frames[i] for frames in per_seed.values()], ignore_index=True)
             (frame if len(frame) else pd.DataFrame(columns=["seed", "alpha"])).to_csv(
                 tmp, index=False
             )
     for partial in partials:
         partial.unlink(missing_ok=True)
-    return summarize(summaries)
+    return summary
 
 
 def curve_summary(curve: pd.DataFrame, column: str = "train_obj_loss") -> dict[str, float]:

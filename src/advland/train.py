@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from advland.aggregate import summarize
 from advland.core import distributed as dist
 from advland.core.config import Run
 from advland.core.errors import TrainingDiverged
@@ -42,6 +41,7 @@ from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
+from advland.perseed import over_seeds
 from advland.remedies import remedy_hooks
 
 log = logging.getLogger(__name__)
@@ -384,14 +384,19 @@ def train_seeds(
     """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
     CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
     done. Returns the per-seed summaries and their mean (aggregate.summarize)."""
-    results = {seed: train_run(run, data, cfg, attack, noise, seed, resume_dir) for seed in seeds}
+
+    def measure(seed: int) -> tuple[dict, tuple[dict, list[dict]]]:
+        payload, summary, history = train_run(run, data, cfg, attack, noise, seed, resume_dir)
+        return summary, (payload, history)
+
+    summary, results = over_seeds(seeds, measure)
     if dist.is_main():
         with atomic_dir(model_dir) as staging, atomic_outputs(log_csv) as (tmp_csv,):
-            for seed, (payload, _, _) in results.items():
+            for seed, (payload, _) in results.items():
                 save_checkpoint(checkpoint_path(staging, seed), payload)
-            rows = [{"seed": s, **row} for s, (_, _, history) in results.items() for row in history]
+            rows = [{"seed": s, **row} for s, (_, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    return summarize({seed: summary for seed, (_, summary, _) in results.items()})
+    return summary
 
 
 @torch.no_grad()
