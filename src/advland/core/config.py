@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from advland.core.datasets import BINARY_DATASETS, DatasetName
 from advland.core.errors import ParamsError
 from advland.core.models import MODELS
 from advland.core.norms import NORMS
@@ -31,7 +32,6 @@ from advland.core.perturb import PERTURBATIONS
 from advland.core.sections import (
     TAG,
     CompanionConfig,
-    Dataset,
     EvaluateConfig,
     FinetuneConfig,
     HessianConfig,
@@ -45,13 +45,11 @@ from advland.core.sections import (
     parse_eps,
 )
 
-BINARY_DATASETS = ("mnist2", "cifar2")
-
 
 class Run(Strict):
     """One trained model: the fields of a `runs` entry (see the module doc)."""
 
-    dataset: Dataset
+    dataset: DatasetName
     model: str
     norm: str
     noise: str
@@ -96,12 +94,12 @@ class Params(Strict):
     seeds: list[int] = Field(min_length=1)
     prepare: PrepareConfig
     runs: dict[str, Run] = Field(min_length=1)
-    train: dict[Dataset, dict[str, TrainConfig]]  # per dataset, per model
-    attack: dict[Dataset, dict[str, NormAttack]]  # per dataset, per norm
+    train: dict[DatasetName, dict[str, TrainConfig]]  # per dataset, per model
+    attack: dict[DatasetName, dict[str, NormAttack]]  # per dataset, per norm
     noise: NoiseConfig
-    evaluate: dict[Dataset, dict[str, EvaluateConfig]]  # per dataset, per model
-    hessian: dict[Dataset, dict[str, HessianConfig]]
-    landscape: dict[Dataset, dict[str, LandscapeConfig]]
+    evaluate: dict[DatasetName, dict[str, EvaluateConfig]]  # per dataset, per model
+    hessian: dict[DatasetName, dict[str, HessianConfig]]
+    landscape: dict[DatasetName, dict[str, LandscapeConfig]]
     companion: CompanionConfig
     finetune: FinetuneConfig | None = None
 
