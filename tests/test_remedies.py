@@ -266,9 +266,9 @@ def raw() -> dict:
 
 
 def test_overrides_deep_merge_over_the_model_settings(raw):
-    raw["runs"]["mnist2-lr-l2-adv-1-x"] = AWP_RUN | {"tag": "x"}
+    raw["runs"]["mnist2-lr-l2-adv-1-awp"] = AWP_RUN
     params = parse_params(raw)
-    run = params.run("mnist2-lr-l2-adv-1-x")
+    run = params.run("mnist2-lr-l2-adv-1-awp")
     cfg, base = params.train_for(run), params.train["mnist2"]["lr"]
     assert cfg.awp.gamma == 0.01 and cfg.optimizer.lr == 0.05
     assert cfg.optimizer.momentum == base.optimizer.momentum and cfg.epochs == base.epochs
@@ -279,9 +279,13 @@ def test_overrides_deep_merge_over_the_model_settings(raw):
 @pytest.mark.parametrize(
     "train, tag, expected",
     [
-        ({"awp": {"gama": 1}}, "x", r"runs\.mnist2-lr-l2-adv-1-x\.train\.awp\.gama: Extra inputs"),
-        ({"epochs": 0}, "x", r"runs\.mnist2-lr-l2-adv-1-x\.train\.epochs: .*greater than 0"),
-        ({"optimizer": {"name": "entropy_sgd"}}, "x", r"runs\..*\.train\.optimizer.*entropy"),
+        (
+            {"awp": {"gama": 1}},
+            "awp",
+            r"runs\.mnist2-lr-l2-adv-1-awp\.train\.awp\.gama: Extra inputs",
+        ),
+        ({"epochs": 0}, "awp", r"runs\.mnist2-lr-l2-adv-1-awp\.train\.epochs: .*greater than 0"),
+        ({"optimizer": {"name": "entropy_sgd"}}, "esgd", r"runs\..*\.train\.optimizer.*entropy"),
         ({"awp": {"gamma": 0.1}}, None, r"runs\.mnist2-lr-l2-adv-1\.train: .*needs a tag"),
     ],
 )
