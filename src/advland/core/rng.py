@@ -2,7 +2,8 @@
 
 `rng(seed, stream)` is a CPU generator seeded with seed + STREAMS[stream].offset, and
 `seed_global(seed, stream)` seeds torch's global generator the same way (what draws
-from it: weight initialization, PyHessian's start vectors). The offsets are the
+from it: weight initialization, EntropySGD's Langevin noise, PyHessian's start
+vectors). The offsets are the
 reproducibility contract: changing one changes every result that uses its stream.
 
 A run's seed k (params `seeds`) gets the streams k+0 ... k+8, one per use, so that
@@ -29,7 +30,7 @@ class Stream(NamedTuple):
 
 STREAMS: dict[str, Stream] = {
     # from a run's seed
-    "global": Stream(0, "torch's global generator: weight initialization (train, collapse)"),
+    "global": Stream(0, "torch's global generator: weight init, EntropySGD's Langevin noise"),
     "data_order": Stream(0, "train.fit: the order of the examples and the augmentation"),
     "train_noise": Stream(1, "training perturbation: PGD's random start, noise draws"),
     "evaluate": Stream(2, "evaluate: the PGD and noise of the accuracies"),
