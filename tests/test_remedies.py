@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import train_config
 
-from advland.core.config import parse_params
+from advland.core.config import TAGS, parse_params
 from advland.core.errors import ParamsError
 from advland.core.models import build_model, per_example_loss
 from advland.core.optim import EntropySGD, make_optimizer
@@ -300,6 +300,10 @@ def test_bad_overrides_name_the_key(raw, train, tag, expected):
 
 
 # the report's remedies study ------------------------------------------------------
+
+
+def test_the_report_knows_every_tag_the_schema_checks():
+    assert set(remedies_report.REMEDIES) == set(TAGS)
 
 
 def remedy_frames(tmp_path, remedy: dict, curve_plain, curve_remedy, tag="awp", g_epochs=None):

@@ -7,7 +7,8 @@ gets plain values and never reads params.yaml. The sections' classes are in
 
 `runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
 rand: uniform noise), eps (a number, or "K/255") and an optional tag: a remedy from
-`TAGS`, which the run's settings must turn on (a run tagged awp trains with AWP). The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
+`TAGS`, which the run's train settings must turn on (a run tagged awp trains with AWP).
+The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
 with Linf eps on the 1/255 grid written K_255, e.g. `mnist2-lr-linf-adv-8_255`; a key
 that does not match its fields is an error. Every field is part of the id, so the
 stage name `train@<id>` pins the whole run, except an optional `train:` mapping: a
