@@ -3,6 +3,7 @@
 robust_gap = |robust_train_acc - robust_test_acc| in percentage points, the
 quantity in the paper's tables. For random-noise runs the paper's tables look
 like accuracy under that random noise, so noise_* accuracies are reported too.
+`accuracy` and `objective_value` (the mean training objective) measure a model on a set.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from tqdm import tqdm
 
 from advland.core.attacks import optimal_linear
 from advland.core.config import Run
-from advland.core.models import checkpoint_path, is_linear, load_model, predict
+from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss, predict
 from advland.core.norms import NORMS
-from advland.core.perturb import make_perturb
+from advland.core.perturb import Perturb, make_perturb
 from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
@@ -47,6 +48,20 @@ def accuracy(
             xb = perturb(model, xb, yb)
         correct += (predict(model(xb)) == yb).sum().item()
     return 100.0 * correct / len(x)
+
+
+@torch.no_grad()
+def objective_value(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb, batch_size: int = 4096
+) -> float:
+    """Mean training objective (loss on perturbed inputs) over a whole set."""
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
+    return total / len(x)
 
 
 def evaluate_run(

@@ -40,7 +40,7 @@ from advland.core.perturb import Perturb, make_perturb
 from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
-from advland.evaluate import accuracy
+from advland.evaluate import accuracy, objective_value
 from advland.perseed import over_seeds
 from advland.remedies import remedy_hooks
 
@@ -397,17 +397,3 @@ def train_seeds(
             rows = [{"seed": s, **row} for s, (_, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
     return summary
-
-
-@torch.no_grad()
-def objective_value(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb, batch_size: int = 4096
-) -> float:
-    """Mean training objective (loss on perturbed inputs) over a whole set."""
-    model.eval()
-    device = next(model.parameters()).device
-    total = 0.0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
-    return total / len(x)
