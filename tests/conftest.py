@@ -14,8 +14,8 @@ import torch
 import torchvision.datasets as tv
 
 from advland.core.config import Run
+from advland.core.datasets import DATASETS
 from advland.core.sections import TrainConfig
-from advland.data import CLASS_NAMES
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def make_cifar(root: Path, monkeypatch, per_batch: int = 40, n_test: int = 50) -
         dump(name, per_batch, i)
     dump("test_batch", n_test, 0)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CLASS_NAMES["cifar10"]}, f, protocol=2)
+        pickle.dump({"label_names": list(DATASETS["cifar10"].classes)}, f, protocol=2)
     monkeypatch.setattr(
         tv.CIFAR10, "train_list", [[n, md5(folder / n)] for n, _ in tv.CIFAR10.train_list]
     )

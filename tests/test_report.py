@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from advland.aggregate import ci95_half_width, summarize
 from advland.core.config import Run, load_params
 from advland.core.errors import DataError
 from advland.core.sections import ToyConfig
@@ -23,7 +24,6 @@ from advland.report.deep_nets import claim3
 from advland.report.main_paper import claim1, claim2
 from advland.report.render import Document
 from advland.report.stats import linear_fit, spearman
-from advland.seeds import ci95_half_width, summarize
 from advland.toy import toy_study
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ from advland.core.attacks import optimal_linear, pgd
 from advland.core.io import write_csv
 from advland.core.models import build_model, per_example_loss
 from advland.core.perturb import Perturb
+from advland.core.rng import rng, seed_global
 from advland.core.sections import CollapseConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
@@ -45,8 +46,8 @@ def worst_case(norm: str, eps: float, box: bool, cfg: CollapseConfig, gen) -> Pe
 
 def train_at(data: Dataset, norm: str, eps: float, box: bool, cfg: CollapseConfig) -> dict:
     """Train one model at eps; its ||w||, bias, objective, clean and robust train accuracy."""
-    torch.manual_seed(cfg.seed)
-    gens = (torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1))
+    seed_global(cfg.seed)
+    gens = (rng(cfg.seed, "data_order"), rng(cfg.seed, "train_noise"))
     x, y = data.x_train[: cfg.train.data.n_train], data.y_train[: cfg.train.data.n_train]
     model = build_model("lr", tuple(x.shape[1:]), 2)
     attack = worst_case(norm, eps, box, cfg, gens[1])

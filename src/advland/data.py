@@ -3,6 +3,7 @@
 Label convention (stored labels are class indices 0..K-1):
 - mnist2: digit 0 -> 0, digit 1 -> 1;  cifar2: frog (CIFAR class 6) -> 0, ship (8) -> 1.
 - mnist, fashion_mnist, cifar10, svhn: the usual 10 classes (SVHN's digit 0 is 0).
+(core.datasets holds each dataset's classes, shape and source.)
 Binary models use y_pm = 2 y - 1 in {-1, +1}; images are uint8 NCHW, read as x / 255.
 """
 
@@ -17,43 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from advland.core.datasets import DATASETS
 from advland.core.errors import DataError
 from advland.core.io import atomic_outputs
 from advland.sources import RawSplits, fetch, file_digest
 
 log = logging.getLogger(__name__)
-
-BINARY_CLASSES = {"mnist2": (0, 1), "cifar2": (6, 8)}
-CLASS_NAMES = {
-    "mnist": [str(d) for d in range(10)],
-    "svhn": [str(d) for d in range(10)],
-    "fashion_mnist": [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ],
-    "cifar10": [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ],
-}
-CLASS_NAMES["mnist2"] = ["0", "1"]
-CLASS_NAMES["cifar2"] = ["frog", "ship"]
 
 
 def select_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]):
@@ -71,8 +41,8 @@ def derive(dataset: str, raw: RawSplits) -> dict[str, np.ndarray]:
         "x_test": raw.x_test,
         "y_test": raw.y_test,
     }
-    if dataset in BINARY_CLASSES:
-        cls = BINARY_CLASSES[dataset]
+    cls = DATASETS[dataset].source_classes
+    if cls is not None:
         arrays["x_train"], arrays["y_train"] = select_classes(raw.x_train, raw.y_train, cls)
         arrays["x_test"], arrays["y_test"] = select_classes(raw.x_test, raw.y_test, cls)
     return arrays
@@ -90,13 +60,19 @@ def prepare(
     """Build data/prepared/{dataset}.npz and its JSON record; both appear or neither."""
     raw = fetch(dataset, raw_dir, cache_dir, sources, timeout_s)
     arrays = derive(dataset, raw)
-    n_classes = len(CLASS_NAMES[dataset])
+    facts = DATASETS[dataset]
+    if arrays["x_train"].shape[1:] != facts.shape:
+        raise DataError(
+            f"{dataset}: source {raw.source} gave images of shape "
+            f"{arrays['x_train'].shape[1:]}, expected {facts.shape}"
+        )
+    n_classes = len(facts.classes)
     info = {
         "dataset": dataset,
         "source": raw.source,
         "source_files_sha256": raw.files,
         "shape": list(arrays["x_train"].shape[1:]),
-        "classes": CLASS_NAMES[dataset],
+        "classes": list(facts.classes),
         "label_convention": "class index 0..K-1 in the order of `classes`",
         "counts": {
             split: {

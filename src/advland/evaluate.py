@@ -3,6 +3,7 @@
 robust_gap = |robust_train_acc - robust_test_acc| in percentage points, the
 quantity in the paper's tables. For random-noise runs the paper's tables look
 like accuracy under that random noise, so noise_* accuracies are reported too.
+`accuracy` and `objective_value` (the mean training objective) measure a model on a set.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from tqdm import tqdm
 
 from advland.core.attacks import optimal_linear
 from advland.core.config import Run
-from advland.core.models import checkpoint_path, load_model, predict
+from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss, predict
 from advland.core.norms import NORMS
-from advland.core.perturb import make_perturb
+from advland.core.perturb import Perturb, make_perturb
+from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
-from advland.seeds import summarize
+from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,20 @@ def accuracy(
     return 100.0 * correct / len(x)
 
 
+@torch.no_grad()
+def objective_value(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb, batch_size: int = 4096
+) -> float:
+    """Mean training objective (loss on perturbed inputs) over a whole set."""
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
+    return total / len(x)
+
+
 def evaluate_run(
     model: nn.Module,
     run: Run,
@@ -58,7 +74,7 @@ def evaluate_run(
     batch_size: int,
 ) -> dict[str, float]:
     """All accuracies of one trained model; the attack uses the evaluation settings."""
-    gen = torch.Generator().manual_seed(seed + 2)
+    gen = rng(seed, "evaluate")
     attack_fn = make_perturb("adv", run.norm, run.eps, attack, noise.distribution, gen)
     noise_fn = make_perturb("rand", run.norm, run.eps, attack, noise.distribution, gen)
     out: dict[str, float] = {"eps": run.eps}
@@ -68,7 +84,7 @@ def evaluate_run(
         out[f"robust_{split}_acc"] = accuracy(model, x, y, attack_fn, batch_size, f"PGD {split}")
         out[f"noise_{split}_acc"] = accuracy(model, x, y, noise_fn, batch_size)
     kinds = ["clean", "robust", "noise"]
-    if hasattr(model, "w"):  # linear: the exact worst case, to check PGD against
+    if is_linear(model):  # the exact worst case, to check PGD against
         out |= closed_form_check(model, run, data, attack_fn, batch_size)
         kinds.append("cf_robust")
     for kind in kinds:
@@ -129,10 +145,11 @@ def evaluate_seeds(
 ) -> dict:
     """evaluate_run for every seed of a run, on the first cfg.n_train training examples
     it was trained on and the first cfg.n_test test examples; returns the per-seed
-    accuracies and their mean (seeds.summarize)."""
-    per_seed = {}
-    for seed in seeds:
+    accuracies and their mean (aggregate.summarize)."""
+
+    def measure(seed: int) -> tuple[dict, None]:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_train, cfg.n_test)
-        per_seed[seed] = evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size)
-    return summarize(per_seed)
+        return evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size), None
+
+    return over_seeds(seeds, measure)[0]

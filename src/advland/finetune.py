@@ -28,12 +28,13 @@ from advland.core.config import Run
 from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
 from advland.core.models import checkpoint_path, load_model
 from advland.core.perturb import ATTACKS, Perturb
+from advland.core.rng import rng, seed_global
 from advland.core.sections import FinetuneAttack, FinetuneConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.hessian import sharpness_run
 from advland.landscape import landscape_run, partial_path
-from advland.seeds import summarize
+from advland.perseed import over_seeds
 from advland.sources import file_digest
 from advland.train import fit, weight_norm
 
@@ -46,10 +47,9 @@ def identity(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return x
 
 
-def make_attack(spec: FinetuneAttack, seed: int) -> Perturb:
-    """The attack of one fine-tuning set (a random start, if any, drawn from `seed`)."""
-    gen = torch.Generator().manual_seed(seed)
-    return ATTACKS[spec.attack.name](spec.attack, spec.norm, spec.eps, gen)
+def make_attack(spec: FinetuneAttack, seed: int, stream: str) -> Perturb:
+    """The attack of one fine-tuning set (a random start, if any, from `stream` of `seed`)."""
+    return ATTACKS[spec.attack.name](spec.attack, spec.norm, spec.eps, rng(seed, stream))
 
 
 def attacked(
@@ -79,13 +79,14 @@ def finetune_seed(
     """Fine-tune `model` in place on the clean + adversarial set; returns the summary
     and the per-epoch rows."""
     x, y = data.x_train[: cfg.n_train], data.y_train[: cfg.n_train]
-    x_adv = attacked(model, x, y, make_attack(spec, seed + 7), cfg.batch_size, f"make {key}")
+    attack = make_attack(spec, seed, "finetune_make")
+    x_adv = attacked(model, x, y, attack, cfg.batch_size, f"make {key}")
     before = {
         "clean_model_adv_train_acc": accuracy(model, x_adv, y, None, cfg.batch_size),
         "train_ssim_loss": ssim_loss(x, x_adv).mean().item(),
     }
-    torch.manual_seed(seed)
-    generators = (torch.Generator().manual_seed(seed),)
+    seed_global(seed)
+    generators = (rng(seed, "data_order"),)
     history, _ = fit(
         model, torch.cat([x, x_adv]), torch.cat([y, y]), cfg.train, identity, generators, key
     )
@@ -104,23 +105,26 @@ def finetune_seeds(
     """Fine-tune every seed's clean model (source/seed<k>.pt) with attack `key`; writes
     out/seed<k>.pt (all at once, when every seed is done) and returns the summaries."""
     spec = cfg.attacks[key]
-    payloads, summaries = {}, {}
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, dict]:
         model, payload = load_model(checkpoint_path(source, seed), cfg.train.hardware.device)
-        summaries[seed], history = finetune_seed(model, data, spec, cfg, seed, key)
-        log.info("%s seed %d: %s", key, seed, summaries[seed])
-        payloads[seed] = payload | {
+        summary, history = finetune_seed(model, data, spec, cfg, seed, key)
+        log.info("%s seed %d: %s", key, seed, summary)
+        payload = payload | {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "run_id": f"{cfg.source}-finetune-{key}",
             "history": history,
-            "weight_norm": summaries[seed]["weight_norm"],
-            "n_train": summaries[seed]["n_train"],
+            "weight_norm": summary["weight_norm"],
+            "n_train": summary["n_train"],
         }
-        payloads[seed].pop("last_state_dict", None)
+        payload.pop("last_state_dict", None)
+        return summary, payload
+
+    summary, payloads = over_seeds(seeds, measure)
     with atomic_dir(out) as staging:
         for seed, payload in payloads.items():
             save_checkpoint(checkpoint_path(staging, seed), payload)
-    return summarize(summaries)
+    return summary
 
 
 def evaluate_model(
@@ -139,7 +143,8 @@ def evaluate_model(
     x, y = data.x_test[: cfg.n_test], data.y_test[: cfg.n_test]
     out = {f"acc_{name}_{CLEAN}": accuracy(model, x, y, None, cfg.batch_size)}
     for key, spec in cfg.attacks.items():
-        x_adv = attacked(model, x, y, make_attack(spec, seed + 8), cfg.batch_size, f"{name}: {key}")
+        attack = make_attack(spec, seed, "finetune_eval")
+        x_adv = attacked(model, x, y, attack, cfg.batch_size, f"{name}: {key}")
         out[f"acc_{name}_{key}"] = accuracy(model, x_adv, y, None, cfg.batch_size)
         if name == CLEAN:
             out[f"ssim_loss_{key}"] = ssim_loss(x, x_adv).mean().item()
@@ -175,11 +180,11 @@ def evaluate_seeds(
     """The matrix, 1 - SSIM, sharpness and landscapes of the clean model (source_dir) and
     of every fine-tuned one (finetuned/<key>), every seed; landscapes go to two CSVs with
     `seed` and `model` columns (partial_dir: resumable 2D grids)."""
-    per_seed, curves, surfaces = {}, [], []
     device = cfg.train.hardware.device
-    for seed in seeds:
-        dirs = {CLEAN: source_dir} | {key: finetuned / key for key in cfg.attacks}
-        per_seed[seed] = {}
+    dirs = {CLEAN: source_dir} | {key: finetuned / key for key in cfg.attacks}
+
+    def measure(seed: int) -> tuple[dict, list[tuple[pd.DataFrame, pd.DataFrame]]]:
+        metrics, frames = {}, []
         for name, folder in dirs.items():
             checkpoint = checkpoint_path(folder, seed)
             model, _ = load_model(checkpoint, device)
@@ -188,12 +193,16 @@ def evaluate_seeds(
             row, curve, surface = evaluate_model(
                 name, model, digest, source, data, cfg, seed, partial_dir
             )
-            per_seed[seed] |= row
-            for frame, frames in ((curve, curves), (surface, surfaces)):
+            metrics |= row
+            for frame in (curve, surface):
                 frame.insert(0, "model", name)
                 frame.insert(0, "seed", seed)
-                frames.append(frame)
+            frames.append((curve, surface))
+        return metrics, frames
+
+    summary, per_seed = over_seeds(seeds, measure)
+    frames = [pair for pairs in per_seed.values() for pair in pairs]
     with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
-        pd.concat(curves, ignore_index=True).to_csv(tmp1, index=False)
-        pd.concat(surfaces, ignore_index=True).to_csv(tmp2, index=False)
-    return summarize(per_seed)
+        pd.concat([c for c, _ in frames], ignore_index=True).to_csv(tmp1, index=False)
+        pd.concat([s for _, s in frames], ignore_index=True).to_csv(tmp2, index=False)
+    return summary

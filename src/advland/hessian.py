@@ -37,9 +37,10 @@ from torch.func import functional_call
 
 from advland import theory
 from advland.core.io import atomic_outputs, pt_bytes
-from advland.core.models import checkpoint_path, load_model, per_example_loss
+from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
-from advland.seeds import summarize
+from advland.core.rng import rng, seed_global
+from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]
@@ -124,7 +125,7 @@ def lanczos_ritz(
 ) -> Ritz:
     """Top-k Ritz pairs' values and residuals after `iters` Lanczos steps (full
     reorthogonalization), and the top `vectors` Ritz vectors Q^T s (Q the Krylov basis)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed, "lanczos")
     q = torch.randn(dim, generator=gen, dtype=dtype)
     basis = [q / q.norm()]
     alphas, betas = [], []
@@ -159,7 +160,7 @@ def lanczos(
 
 def hutchinson_trace(hvp: HVP, dim: int, samples: int, dtype=torch.float64, seed: int = 0) -> float:
     """tr H ~ mean_j z_j^T H z_j with Rademacher z_j."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng(seed, "hutchinson")
     total = 0.0
     for _ in range(samples):
         z = torch.randint(0, 2, (dim,), generator=gen, dtype=dtype) * 2 - 1
@@ -235,7 +236,7 @@ def pyhessian_top(
         return original(*args, **kwargs)
 
     was_training = model.training
-    torch.manual_seed(seed)  # PyHessian draws its start vectors from the global RNG
+    seed_global(seed)  # PyHessian draws its start vectors from the global RNG
     ph.hessian_vector_product = counted
     try:
         comp = ph.hessian(
@@ -310,7 +311,7 @@ def sharpness_run(
     out |= _named("lambda", spec_["top"]) | {"trace": spec_["trace"]}
     out |= _named("scaled_lambda", [v * weight_norm**2 for v in spec_["top"]])
 
-    if hasattr(model, "w"):  # linear: closed forms to check against
+    if is_linear(model):  # closed forms to check against
         xf = x_fixed.double().flatten(1)
         if "hessian" in spec_:
             out["theory_gap_fixed"] = _relative_gap(
@@ -373,15 +374,15 @@ def hessian_seeds(
     was trained on, with the run's training perturbation (`attack` is its
     config.AttackConfig) drawn once at the final weights; writes the spectra
     (save_spectra) and returns per-seed values and their mean."""
-    per_seed, spectra = {}, {}
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, Spectrum]:
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_samples, 0)
         x, y = seen.x_train, seen.y_train
-        gen = torch.Generator().manual_seed(seed + 3)
+        gen = rng(seed, "hessian")
         perturb = make_perturb(run.noise, run.norm, run.eps, attack, distribution, gen)
-        per_seed[seed], spectra[seed] = sharpness_run(
-            model, run, x, y, perturb, cfg, checkpoint["weight_norm"]
-        )
+        return sharpness_run(model, run, x, y, perturb, cfg, checkpoint["weight_norm"])
+
+    summary, spectra = over_seeds(seeds, measure)
     save_spectra(spectra, values_csv, vectors_pt)
-    return summarize(per_seed)
+    return summary

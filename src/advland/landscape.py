@@ -40,15 +40,17 @@ from tqdm import tqdm
 from advland.core.errors import CheckpointError, DataError
 from advland.core.io import atomic_outputs, load_pt
 from advland.core.models import (
-    LogisticRegression,
+    Linear,
     checkpoint_path,
+    is_linear,
     load_model,
     per_example_loss,
     predict,
 )
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
-from advland.seeds import summarize
+from advland.core.rng import rng
+from advland.perseed import over_seeds
 from advland.sources import file_digest
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def load_eigenvectors(path: Path) -> dict[int, torch.Tensor]:
     return vectors
 
 
-class StackedLogisticRegression(nn.Module):
+class StackedLogisticRegression(Linear):
     """P logistic regressions at once: rows are P blocks of the same n inputs."""
 
     def __init__(self, thetas: torch.Tensor):
@@ -126,7 +128,7 @@ class StackedLogisticRegression(nn.Module):
 
 def _point_models(model: nn.Module, thetas: torch.Tensor, per_chunk: int):
     """Yield (module, number of points) covering all thetas, in order."""
-    if isinstance(model, LogisticRegression):
+    if is_linear(model):
         for i in range(0, len(thetas), per_chunk):
             yield (
                 StackedLogisticRegression(thetas[i : i + per_chunk]),
@@ -297,7 +299,7 @@ def landscape_run(
     noise, which does not depend on the weights) it is applied once at the centre.
     The 2D grids are saved chunk by chunk to `partials`, removed at the end.
     """
-    gen = torch.Generator().manual_seed(cfg.direction_seed)
+    gen = rng(cfg.direction_seed, "directions")
     d1 = filter_normalized_direction(model, gen, cfg.include_bias)
     d2 = filter_normalized_direction(model, gen, cfg.include_bias)
     fixed = None if rerun else fixed_objective_inputs(model, splits, perturb)
@@ -332,18 +334,18 @@ def landscape_seeds(
     column (atomically, once all seeds are done): `outs` = random 1D, random 2D, eigen 1D,
     eigen 2D (an eigen file is empty when its points are 0); returns the curve summaries
     over seeds."""
-    frames: list[list[pd.DataFrame]] = [[], [], [], []]
-    partials, summaries = [], {}
+    partials: list[Path] = []
     rerun = cfg.attack == "rerun" and PERTURBATIONS[run.noise].moves_with_weights
     eigenvectors = load_eigenvectors(vectors_pt)
-    for seed in seeds:
+
+    def measure(seed: int) -> tuple[dict, list[pd.DataFrame]]:
         if seed not in eigenvectors:
             raise DataError(f"{vectors_pt}: no eigenvectors for seed {seed}; re-run hessian")
         checkpoint = checkpoint_path(model_dir, seed)
         model, payload = load_model(checkpoint, device)
         seen = data.seen(payload["n_train"], cfg.n_train, cfg.n_test)
         dev = next(model.parameters()).device
-        gen = torch.Generator().manual_seed(seed + 4)
+        gen = rng(seed, "landscape")
         perturb = make_perturb(run.noise, run.norm, run.eps, cfg.pgd, distribution, gen)
         splits = {
             "train": (seen.x_train.to(dev), seen.y_train.to(dev)),
@@ -352,24 +354,26 @@ def landscape_seeds(
         digest, settings = file_digest(checkpoint), cfg.model_dump()
         vectors = eigenvectors[seed]
         key = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
-        partials += [
-            partial_path(partial_dir, run.run_id, digest, settings),
-            partial_path(partial_dir, f"{run.run_id}-eigen", digest + key, settings),
-        ]
-        run_frames, summaries[seed] = landscape_run(
+        partials.append(partial_path(partial_dir, run.run_id, digest, settings))
+        partials.append(partial_path(partial_dir, f"{run.run_id}-eigen", digest + key, settings))
+        run_frames, summary = landscape_run(
             model, splits, perturb, rerun, cfg, tuple(partials[-2:]), vectors
         )
-        for out, frame in zip(frames, run_frames, strict=True):
-            out.append(frame.assign(seed=seed)[["seed", *frame.columns]] if len(frame) else frame)
+        return summary, [
+            frame.assign(seed=seed)[["seed", *frame.columns]] if len(frame) else frame
+            for frame in run_frames
+        ]
+
+    summary, per_seed = over_seeds(seeds, measure)
     with atomic_outputs(*outs) as tmps:
-        for tmp, parts in zip(tmps, frames, strict=True):
-            frame = pd.concat(parts, ignore_index=True)
+        for i, tmp in enumerate(tmps):
+            frame = pd.concat([frames[i] for frames in per_seed.values()], ignore_index=True)
             (frame if len(frame) else pd.DataFrame(columns=["seed", "alpha"])).to_csv(
                 tmp, index=False
             )
     for partial in partials:
         partial.unlink(missing_ok=True)
-    return summarize(summaries)
+    return summary
 
 
 def curve_summary(curve: pd.DataFrame, column: str = "train_obj_loss") -> dict[str, float]:

@@ -20,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from advland.core.errors import CheckpointError, Registry
+from advland.core.errors import CheckpointError
 from advland.core.io import write_csv
-from advland.core.models import checkpoint_path, load_model
+from advland.core.models import checkpoint_path, is_linear, load_model
+from advland.core.registry import Registry
+from advland.core.rng import rng
 from advland.core.sections import SmoothnessConfig
 from advland.data import Dataset
 from advland.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss
@@ -74,7 +76,7 @@ def sign_change_point(theta, x, y, tiny: float, directions) -> tuple[torch.Tenso
 def trained_theta(models: Path, run: str, seed: int) -> torch.Tensor:
     """(w, b) of a trained logistic regression, float64."""
     model, _ = load_model(checkpoint_path(models / run, seed))
-    if not hasattr(model, "w"):
+    if not is_linear(model):
         raise CheckpointError(f"{models / run}: not a logistic regression")
     return torch.cat([model.w.detach(), model.b.detach()[None]]).double()
 
@@ -87,7 +89,7 @@ def smoothness_study(
     SETTLE_AT, and their ratio `growth`."""
     x, y = data.x_train[: cfg.n_train].flatten(1).double(), data.y_train[: cfg.n_train]
     points = {k: (trained_theta(models, p.run, seed), p.eps) for k, p in cfg.points}
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = rng(cfg.seed, "smoothness")
     rows = []
     for name, (theta, eps) in points.items():
         objective = OBJECTIVES[name]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from advland.core.datasets import DATASETS
 from advland.core.errors import DataSourceError
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def _read_svhn(root: Path, source: str) -> RawSplits:
 
 
 def _family(dataset: str) -> str:
-    return {"mnist2": "mnist", "cifar2": "cifar10"}.get(dataset, dataset)
+    return DATASETS[dataset].source
 
 
 def read_raw(dataset: str, root: Path, source: str = "raw") -> RawSplits:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from advland.core.attacks import optimal_linear
-from advland.core.errors import Registry
+from advland.core.registry import Registry
 
 
 def _pm(y: torch.Tensor, dtype) -> torch.Tensor:

@@ -74,7 +74,8 @@ def swish_loss(w: torch.Tensor, x: torch.Tensor, y: int, eps: float, kind: str):
     return F.softplus(torch.maximum(F.silu(u - r), F.silu(u + r)))
 
 
-MODELS = {"linear": linear_loss, "swish": swish_loss}
+# The toy models by name, each as its loss (TOY_MODELS[m](w, x, y, eps, kind)).
+TOY_MODELS = {"linear": linear_loss, "swish": swish_loss}
 
 
 def attacked_loss(
@@ -118,7 +119,7 @@ def surfaces(cfg: ToyConfig) -> tuple[dict, torch.Tensor]:
     x = torch.tensor(cfg.x, dtype=torch.float64)
     return {
         (model, kind): loss(w, x, cfg.y, cfg.eps, kind).view(cfg.points, cfg.points)
-        for model, loss in MODELS.items()
+        for model, loss in TOY_MODELS.items()
         for kind in LOSSES
     }, axis
 
@@ -132,7 +133,7 @@ def pgd_shortfall(cfg: ToyConfig) -> list[dict]:
     _, w = grid(cfg)
     x = torch.tensor(cfg.x, dtype=torch.float64)
     rows = []
-    for model, loss in MODELS.items():
+    for model, loss in TOY_MODELS.items():
         for kind in LOSSES[1:]:
             gap = loss(w, x, cfg.y, cfg.eps, kind) - attacked_loss(
                 w, x, cfg.y, cfg.eps, kind, model == "swish", cfg.pgd
@@ -152,7 +153,7 @@ def gradient_at(model: str, kind: str, w, cfg: ToyConfig) -> torch.Tensor:
     """grad of the unsmoothed loss at one w, by autograd through the exact form."""
     x = torch.tensor(cfg.x, dtype=torch.float64)
     wt = torch.tensor(w, dtype=torch.float64)[None].requires_grad_(True)
-    (g,) = torch.autograd.grad(MODELS[model](wt, x, cfg.y, cfg.eps, kind).sum(), wt)
+    (g,) = torch.autograd.grad(TOY_MODELS[model](wt, x, cfg.y, cfg.eps, kind).sum(), wt)
     return g[0]
 
 

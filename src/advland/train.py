@@ -30,17 +30,19 @@ from advland.core.io import atomic_dir, atomic_outputs, load_checkpoint, save_ch
 from advland.core.models import (
     build_model,
     checkpoint_path,
+    is_linear,
     per_example_loss,
     predict,
     resolve_device,
 )
 from advland.core.optim import learning_rate, make_optimizer
 from advland.core.perturb import Perturb, make_perturb
+from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
-from advland.evaluate import accuracy
+from advland.evaluate import accuracy, objective_value
+from advland.perseed import over_seeds
 from advland.remedies import remedy_hooks
-from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def gradient_epochs(cfg: TrainConfig) -> int:
 
 def weight_norm(model: nn.Module) -> float:
     """||w||_2 for logistic regression (bias excluded); ||theta||_2 otherwise."""
-    if hasattr(model, "w"):
+    if is_linear(model):
         return model.w.norm().item()
     return torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
 
@@ -275,8 +277,8 @@ def train_run(
     of the epoch with the best PGD accuracy on the first cfg.select.n test images (the
     paper's early stopping); the last weights are kept beside them.
     """
-    torch.manual_seed(seed)
-    generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
+    seed_global(seed)
+    generators = (rng(seed, "data_order"), rng(seed, "train_noise"))
     hw = cfg.hardware
     device = resolve_device(hw.device)
     x, y = data.x_train[: cfg.data.n_train], data.y_train[: cfg.data.n_train]
@@ -311,7 +313,7 @@ def train_run(
     if cfg.select.best:
         x_sel = data.x_test[: cfg.select.n].to(device)
         y_sel = data.y_test[: cfg.select.n].to(device)
-        sel_gen = torch.Generator().manual_seed(seed + 5)
+        sel_gen = rng(seed, "select")
         sel_attack = make_perturb(
             "adv", run.norm, run.eps, attack.eval, noise.distribution, sel_gen
         )
@@ -381,26 +383,17 @@ def train_seeds(
 ) -> dict:
     """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
     CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
-    done. Returns the per-seed summaries and their mean (seeds.summarize)."""
-    results = {seed: train_run(run, data, cfg, attack, noise, seed, resume_dir) for seed in seeds}
+    done. Returns the per-seed summaries and their mean (aggregate.summarize)."""
+
+    def measure(seed: int) -> tuple[dict, tuple[dict, list[dict]]]:
+        payload, summary, history = train_run(run, data, cfg, attack, noise, seed, resume_dir)
+        return summary, (payload, history)
+
+    summary, results = over_seeds(seeds, measure)
     if dist.is_main():
         with atomic_dir(model_dir) as staging, atomic_outputs(log_csv) as (tmp_csv,):
-            for seed, (payload, _, _) in results.items():
+            for seed, (payload, _) in results.items():
                 save_checkpoint(checkpoint_path(staging, seed), payload)
-            rows = [{"seed": s, **row} for s, (_, _, history) in results.items() for row in history]
+            rows = [{"seed": s, **row} for s, (_, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    return summarize({seed: summary for seed, (_, summary, _) in results.items()})
-
-
-@torch.no_grad()
-def objective_value(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb, batch_size: int = 4096
-) -> float:
-    """Mean training objective (loss on perturbed inputs) over a whole set."""
-    model.eval()
-    device = next(model.parameters()).device
-    total = 0.0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        total += per_example_loss(model(perturb(model, xb, yb)).float(), yb).sum().item()
-    return total / len(x)
+    return summary

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advland.core.models import per_example_loss
+from advland.core.models import is_linear, per_example_loss
 from advland.core.norms import NORMS, Box, clamp_box
 
 
@@ -71,7 +71,7 @@ def pgd(
         else torch.zeros_like(x)
     )
     x_adv = clamp_box(x + delta, box)
-    if hasattr(model, "ascent_direction"):  # linear: the direction is the same at every x
+    if is_linear(model):  # the direction is the same at every x
         direction = model.ascent_direction(y, norm).view_as(x)
         x_adv = linear_steps(x_adv, x, direction, norm, eps, steps, step_size, box)
     else:

@@ -6,8 +6,9 @@ gets plain values and never reads params.yaml. The sections' classes are in
 `advland.core.sections`; here are the runs, `Params`, and the checks across sections.
 
 `runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
-rand: uniform noise), eps (a number, or "K/255") and an optional tag (a variant such as
-a remedy). The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
+rand: uniform noise), eps (a number, or "K/255") and an optional tag: a remedy from
+`TAGS`, which the run's train settings must turn on (a run tagged awp trains with AWP).
+The id is built from the fields, `{dataset}-{model}-{norm}-{noise}-{eps}[-{tag}]`
 with Linf eps on the 1/255 grid written K_255, e.g. `mnist2-lr-linf-adv-8_255`; a key
 that does not match its fields is an error. Every field is part of the id, so the
 stage name `train@<id>` pins the whole run, except an optional `train:` mapping: a
@@ -19,19 +20,23 @@ partial TrainConfig deep-merged over train.<dataset>.<model> for that run alone
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from advland.core.datasets import BINARY_DATASETS, DatasetName
 from advland.core.errors import ParamsError
 from advland.core.models import MODELS
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS
+from advland.core.registry import Registry
 from advland.core.sections import (
     TAG,
     CompanionConfig,
-    Dataset,
     EvaluateConfig,
     FinetuneConfig,
     HessianConfig,
@@ -45,13 +50,41 @@ from advland.core.sections import (
     parse_eps,
 )
 
-BINARY_DATASETS = ("mnist2", "cifar2")
+
+class TagRule(NamedTuple):
+    """What a tag promises: the train setting `key` passes `test` (`wanted`, in words)."""
+
+    key: str
+    wanted: str
+    test: Callable[[Any], bool]
+
+
+TAGS: Registry[TagRule] = Registry(
+    "tag",
+    {
+        "awp": TagRule("awp.gamma", "> 0", lambda v: v > 0),
+        "esgd": TagRule("optimizer.name", "entropy_sgd", lambda v: v == "entropy_sgd"),
+        "warmup_lin": TagRule("eps_schedule.kind", "linear", lambda v: v == "linear"),
+        "warmup_cos": TagRule("eps_schedule.kind", "cosine", lambda v: v == "cosine"),
+    },
+)
+
+
+def check_tag(tag: str, train: TrainConfig, where: str) -> None:
+    """A ParamsError naming the key unless the run's train settings keep its tag's promise."""
+    rule = TAGS[tag]
+    value = attrgetter(rule.key)(train)
+    if not rule.test(value):
+        raise ParamsError(
+            f"{where}.train.{rule.key}: a run tagged {tag!r} needs {rule.key} {rule.wanted}, "
+            f"got {value!r}"
+        )
 
 
 class Run(Strict):
     """One trained model: the fields of a `runs` entry (see the module doc)."""
 
-    dataset: Dataset
+    dataset: DatasetName
     model: str
     norm: str
     noise: str
@@ -71,7 +104,7 @@ class Run(Strict):
     def _tag(cls, v: str | None) -> str | None:
         if v is not None and not TAG.match(v):
             raise ValueError("a tag is lower-case letters, digits and _ (e.g. awp, warmup_cos)")
-        return v
+        return v if v is None else TAGS.check(v)
 
     def __hash__(self) -> int:  # by the id: the `train` overrides are a (unhashable) dict
         return hash(self.run_id)
@@ -96,12 +129,12 @@ class Params(Strict):
     seeds: list[int] = Field(min_length=1)
     prepare: PrepareConfig
     runs: dict[str, Run] = Field(min_length=1)
-    train: dict[Dataset, dict[str, TrainConfig]]  # per dataset, per model
-    attack: dict[Dataset, dict[str, NormAttack]]  # per dataset, per norm
+    train: dict[DatasetName, dict[str, TrainConfig]]  # per dataset, per model
+    attack: dict[DatasetName, dict[str, NormAttack]]  # per dataset, per norm
     noise: NoiseConfig
-    evaluate: dict[Dataset, dict[str, EvaluateConfig]]  # per dataset, per model
-    hessian: dict[Dataset, dict[str, HessianConfig]]
-    landscape: dict[Dataset, dict[str, LandscapeConfig]]
+    evaluate: dict[DatasetName, dict[str, EvaluateConfig]]  # per dataset, per model
+    hessian: dict[DatasetName, dict[str, HessianConfig]]
+    landscape: dict[DatasetName, dict[str, LandscapeConfig]]
     companion: CompanionConfig
     finetune: FinetuneConfig | None = None
 
@@ -195,7 +228,9 @@ def _check_runs(params: Params) -> None:
                 f"{where}: uses dataset {run.dataset!r}, which prepare.datasets does not list "
                 f"({', '.join(params.prepare.datasets)})"
             )
-        params.train_for(run)  # the merged overrides validate
+        train = params.train_for(run)  # the merged overrides validate
+        if run.tag:
+            check_tag(run.tag, train, where)
 
 
 def _check_companion(params: Params) -> None:

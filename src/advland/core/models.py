@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advland.core.errors import CheckpointError, ParamsError, Registry
+from advland.core.errors import CheckpointError, ParamsError
 from advland.core.io import load_checkpoint
 from advland.core.norms import NORMS
+from advland.core.registry import Registry
 
 # Standardization inside ResNet18 (Madry et al.'s per-channel statistics for CIFAR10).
 CHANNEL_STATS = {
@@ -35,7 +36,17 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
 
 
-class LogisticRegression(nn.Module):
+class Linear(nn.Module):
+    """A linear model, f(x) = w.x + b (or several stacked): it has `w`, `b` and
+    `ascent_direction(y, norm)`, PGD's direction, which does not depend on x."""
+
+
+def is_linear(model: nn.Module) -> bool:
+    """Whether `model` is linear (`Linear`): closed forms (attacks, Hessians) apply."""
+    return isinstance(model, Linear)
+
+
+class LogisticRegression(Linear):
     """f(x) = w.x + b on flattened pixels. Starts at w = 0, b = 0."""
 
     def __init__(self, in_features: int):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from advland.core.errors import Registry
 from advland.core.norms import NORMS, Norm
+from advland.core.registry import Registry
 
 
 def uniform(like: torch.Tensor, norm: Norm, eps: float, generator=None) -> torch.Tensor:

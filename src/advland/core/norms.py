@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from advland.core.errors import Registry
+from advland.core.registry import Registry
 
 Box = tuple[float, float] | None
 

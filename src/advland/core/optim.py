@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from advland.core.errors import Registry
+from advland.core.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from advland.core.attacks import fgsm, pgd, stadv
-from advland.core.errors import Registry
 from advland.core.noise import random_noise
+from advland.core.registry import Registry
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,12 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from advland.core.datasets import BinaryName, DatasetName
 from advland.core.norms import NORMS
 from advland.core.optim import OPTIMIZERS
 from advland.core.perturb import ATTACKS
 
-Dataset = Literal["mnist2", "cifar2", "mnist", "fashion_mnist", "cifar10", "svhn"]
-DATASETS: tuple[str, ...] = get_args(Dataset)
 TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # run tags, finetune attack keys
 
 
@@ -97,7 +96,7 @@ class NormAttack(Strict):
 
 
 class PrepareConfig(Strict):
-    datasets: list[Dataset] = Field(min_length=1)
+    datasets: list[DatasetName] = Field(min_length=1)
     sources: list[Literal["raw", "download", "offline"]] = Field(min_length=1)
     download_timeout_s: PositiveFloat
 
@@ -324,7 +323,7 @@ class CompanionConfig(Strict):
     """Liu et al. (2020) and Kanai et al. (2021): `linear` per binary dataset (stages
     collapse@<dataset> and smoothness@<dataset>; {} runs none), and the toy surfaces."""
 
-    linear: dict[Literal["mnist2", "cifar2"], LinearCompanion]
+    linear: dict[BinaryName, LinearCompanion]
     toy: ToyConfig
 
 
@@ -369,7 +368,7 @@ class FinetuneConfig(Strict):
     per attack; then accuracy under every attack, 1 - SSIM, sharpness and landscapes."""
 
     source: str
-    dataset: Dataset
+    dataset: DatasetName
     n_train: PositiveInt | None
     attacks: dict[str, FinetuneAttack] = Field(min_length=1)
     train: TrainConfig

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from advland.aggregate import summarize
 from advland.core.config import Run
 from advland.core.errors import DataError
-from advland.seeds import summarize
 
 STAGES = ("train", "evaluate", "hessian", "landscape")
 
