@@ -4,7 +4,7 @@ For n >= 2 seeds the interval is mean +- t_{0.975, n-1} s / sqrt(n), s the sampl
 standard deviation (Student's t, as the seeds are few); with one seed there is none.
 The quantile t_{0.975, df} is scipy's `stats.t.ppf(0.975, df)`, copied as exact float
 literals for df 1..100 (so every interval equals scipy's to the bit); beyond that the
-Cornish-Fisher expansion in 1/df, within 4e-11 of scipy (tests/test_seeds.py).
+Cornish-Fisher expansion in 1/df, within 4e-11 of scipy (tests/test_aggregate.py).
 """
 
 from __future__ import annotations
