@@ -22,6 +22,7 @@ from advland.core.norms import NORMS
 from advland.core.perturb import make_perturb
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
+from advland.metrics.evaluate import EvaluateMetrics
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def evaluate_seeds(
     noise: NoiseConfig,
     cfg,
     device: str,
-) -> dict:
+) -> EvaluateMetrics:
     """evaluate_run for every seed of a run, on the first cfg.n_train training examples
     it was trained on and the first cfg.n_test test examples; returns the per-seed
     accuracies and their mean (seeds.summarize)."""
@@ -135,4 +136,4 @@ def evaluate_seeds(
         model, checkpoint = load_model(checkpoint_path(model_dir, seed), device)
         seen = data.seen(checkpoint["n_train"], cfg.n_train, cfg.n_test)
         per_seed[seed] = evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size)
-    return summarize(per_seed)
+    return EvaluateMetrics.model_validate(summarize(per_seed))

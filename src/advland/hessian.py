@@ -40,6 +40,7 @@ from advland import theory
 from advland.core.io import atomic_outputs
 from advland.core.models import checkpoint_path, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
+from advland.metrics.hessian import HessianMetrics
 from advland.seeds import summarize
 
 log = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ def hessian_seeds(
     device: str,
     values_csv: Path,
     vectors_pt: Path,
-) -> dict:
+) -> HessianMetrics:
     """sharpness_run for every seed of a run, on the first cfg.n_samples examples it
     was trained on, with the run's training perturbation (`attack` is its
     config.AttackConfig) drawn once at the final weights; writes the spectra
@@ -387,4 +388,4 @@ def hessian_seeds(
             model, run, x, y, perturb, cfg, checkpoint["weight_norm"]
         )
     save_spectra(spectra, values_csv, vectors_pt)
-    return summarize(per_seed)
+    return HessianMetrics.model_validate(summarize(per_seed))

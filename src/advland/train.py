@@ -39,6 +39,7 @@ from advland.core.perturb import Perturb, make_perturb
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
+from advland.metrics.train import TrainMetrics
 from advland.remedies import remedy_hooks
 from advland.seeds import summarize
 
@@ -378,7 +379,7 @@ def train_seeds(
     model_dir: Path,
     log_csv: Path,
     resume_dir: Path | None = None,
-) -> dict:
+) -> TrainMetrics:
     """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
     CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
     done. Returns the per-seed summaries and their mean (seeds.summarize)."""
@@ -389,7 +390,9 @@ def train_seeds(
                 save_checkpoint(checkpoint_path(staging, seed), payload)
             rows = [{"seed": s, **row} for s, (_, _, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    return summarize({seed: summary for seed, (_, summary, _) in results.items()})
+    return TrainMetrics.model_validate(
+        summarize({seed: summary for seed, (_, summary, _) in results.items()})
+    )
 
 
 @torch.no_grad()
