@@ -390,9 +390,8 @@ def train_seeds(
                 save_checkpoint(checkpoint_path(staging, seed), payload)
             rows = [{"seed": s, **row} for s, (_, _, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    return TrainMetrics.model_validate(
-        summarize({seed: summary for seed, (_, summary, _) in results.items()})
-    )
+    summaries = {seed: summary for seed, (_, summary, _) in results.items()}
+    return TrainMetrics.model_validate(summarize(summaries))
 
 
 @torch.no_grad()
