@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from advland.core.config import Run, load_params
-from advland.core.sections import ToyConfig
 from advland.metrics import MetricsError
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
@@ -24,7 +23,7 @@ from advland.report.main_paper import claim1, claim2
 from advland.report.render import Document
 from advland.report.stats import linear_fit, spearman
 from advland.seeds import ci95_half_width, summarize
-from advland.toy import toy_study
+from advland.toy import ToyConfig, toy_study
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
