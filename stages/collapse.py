@@ -1,14 +1,14 @@
 """collapse: Liu et al.'s collapse of adversarially trained logistic regression to w = 0,
 predicted (theory.collapse_eps) against measured, per norm and box setting."""
 
-from advland.collapse import collapse_study
+from advland.collapse import collapse_config, collapse_study
 from advland.core.config import load_params
 from advland.data import load_prepared
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
-    cfg = load_params(args.params).linear_companion(args.dataset).collapse
+    cfg = collapse_config(load_params(args.params), args.dataset)
     return collapse_study(load_prepared(args.data), cfg, args.table)
 
 

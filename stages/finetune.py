@@ -3,14 +3,14 @@
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
 from advland.data import load_prepared
-from advland.finetune import finetune_seeds
+from advland.finetune import finetune_config, finetune_seeds
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 
 def main(args) -> dict:
     params = load_params(args.params)
-    cfg = params.finetune
-    if cfg is None or args.attack not in cfg.attacks:
+    cfg = finetune_config(params)
+    if args.attack not in cfg.attacks:
         raise ParamsError(f"finetune.attacks: {args.attack!r} is not listed there")
     return finetune_seeds(
         args.attack, load_prepared(args.data), params.seeds, cfg, args.source, args.models

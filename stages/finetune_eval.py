@@ -2,17 +2,14 @@
 clean model and of every fine-tuned one."""
 
 from advland.core.config import load_params
-from advland.core.errors import ParamsError
 from advland.data import load_prepared
-from advland.finetune import evaluate_seeds
+from advland.finetune import evaluate_seeds, finetune_config
 from advland.pipeline.stage import IN, OUT, SCRATCH, run_stage
 
 
 def main(args) -> dict:
     params = load_params(args.params)
-    cfg = params.finetune
-    if cfg is None:
-        raise ParamsError("finetune: the section is missing from params.yaml")
+    cfg = finetune_config(params)
     return evaluate_seeds(
         load_prepared(args.data),
         params.seeds,

@@ -6,6 +6,7 @@ from advland.core.io import write_json
 from advland.pipeline.stage import IN, OUT, run_stage
 from advland.report import build_report
 from advland.report.data import read_json, read_yaml
+from advland.studies import all_settings
 
 
 def main(args) -> None:
@@ -16,7 +17,7 @@ def main(args) -> None:
         args.metrics,
         args.landscapes,
         args.logs,
-        params.model_dump(),
+        all_settings(params),
         data_info,
         read_yaml(args.paper),
         args.out,

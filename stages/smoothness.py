@@ -4,12 +4,12 @@ gradient's local Lipschitz ratio at trained logistic-regression weights."""
 from advland.core.config import load_params
 from advland.data import load_prepared
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
-from advland.smoothness import smoothness_study
+from advland.smoothness import smoothness_config, smoothness_study
 
 
 def main(args) -> dict:
     params = load_params(args.params)
-    cfg = params.linear_companion(args.dataset).smoothness
+    cfg = smoothness_config(params, args.dataset)
     return smoothness_study(load_prepared(args.data), args.models, params.seeds[0], cfg, args.table)
 
 

@@ -3,11 +3,11 @@ L2 and Linf adversarial) and their EntropySGD-smoothed versions."""
 
 from advland.core.config import load_params
 from advland.pipeline.stage import OUT, run_stage
-from advland.toy import toy_study
+from advland.toy import toy_config, toy_study
 
 
 def main(args) -> dict:
-    return toy_study(load_params(args.params).companion.toy, args.table)
+    return toy_study(toy_config(load_params(args.params)), args.table)
 
 
 if __name__ == "__main__":

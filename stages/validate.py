@@ -6,15 +6,15 @@ touches any other output. The stamp's bytes never change: a valid edit of params
 reruns this stage alone, and only the stages whose own params changed follow it.
 """
 
-from advland.core.config import load_params
 from advland.core.io import write_text
 from advland.pipeline.stage import OUT, run_stage
+from advland.studies import load_all
 
 STAMP = "params checked by stages/validate.py\n"
 
 
 def main(args) -> None:
-    load_params(args.params)
+    load_all(args.params)
     write_text(args.stamp, STAMP)
 
 

@@ -10,10 +10,9 @@ import yaml
 from conftest import REPO
 from test_hardening import run_stage
 
-from advland.collapse import collapse_study
-from advland.core.sections import CollapseConfig, SmoothnessConfig, ToyConfig
+from advland.collapse import CollapseConfig, collapse_study
 from advland.data import Dataset
-from advland.smoothness import OBJECTIVES, ratios, sign_change_point
+from advland.smoothness import OBJECTIVES, SmoothnessConfig, ratios, sign_change_point
 from advland.theory import (
     collapse_eps,
     l2_adversarial_hessian,
@@ -21,6 +20,7 @@ from advland.theory import (
     linf_adversarial_loss,
 )
 from advland.toy import (
+    ToyConfig,
     attacked_loss,
     jumps,
     linear_loss,
@@ -102,7 +102,7 @@ def test_training_collapses_above_the_prediction_only(tmp_path):
     )  # fmt: skip
     summary = collapse_study(data, cfg, tmp_path / "t.csv")
     table = __import__("pandas").read_csv(tmp_path / "t.csv")
-    for case, c in summary.items():
+    for case, c in summary.model_dump().items():
         assert c["measured"] == pytest.approx(2 * c["predicted"]), case
         assert c["bracket_lo"] == pytest.approx(0.5 * c["predicted"]), case
     assert (table[table.collapsed].clean_acc == 100 * y.float().mean().item()).all()

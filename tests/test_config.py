@@ -4,13 +4,17 @@ unknown name (dataset, model, norm, noise, attack, optimizer) lists the allowed 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from advland.core.config import Run, load_params, parse_params
+from advland.core.config import Params, Run, load_params, parse_params
 from advland.core.errors import ParamsError
+from advland.studies import validate_all
+from advland.toy import ToyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 L2 = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": 0.5}
@@ -198,3 +202,57 @@ def test_a_tag_needs_its_setting(raw, tag, train, expected):
     with pytest.raises(ParamsError, match=rf"runs\.{key}\.{expected}") as err:
         parse_params(raw)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda p: p["companion"]["toy"].__setitem__("points", 3), r"companion\.toy\.points: .*5"),
+        (lambda p: p["companion"].__setitem__("toys", {}), r"companion\.toys: Extra inputs"),
+        (
+            lambda p: p["companion"]["linear"].__setitem__("mnist", {}),
+            r"companion\.linear\.mnist: Input should be 'mnist2' or 'cifar2'",
+        ),
+        (
+            lambda p: p["companion"]["linear"]["mnist2"]["collapse"].pop("w_tol"),
+            r"companion\.linear\.mnist2\.collapse\.w_tol: Field required",
+        ),
+        (
+            lambda p: p["companion"]["linear"]["mnist2"]["smoothness"]["points"]["l2"].update(
+                run="fashion_mnist-cnn-linf-adv-8_255"
+            ),
+            r"companion\.linear\.mnist2\.smoothness\.points\.l2\.run: .* is not an lr run on mnist2",
+        ),
+        (
+            lambda p: p["prepare"].__setitem__("datasets", ["fashion_mnist"]),
+            r"mnist2",
+        ),
+        (lambda p: p["finetune"].__setitem__("n_test", 0), r"finetune\.n_test: .*greater than 0"),
+        (lambda p: p["finetune"].__setitem__("source", "nope"), r"finetune\.source: 'nope' is not"),
+    ],
+)
+def test_each_study_checks_its_own_section(raw, edit, expected):
+    """Core's Params sees the studies' sections as mappings; validate_all checks them with
+    each study's own schema, and its errors name the file and the key."""
+    bad = copy.deepcopy(raw)
+    edit(bad)
+    with pytest.raises(ParamsError, match=r"params\.yaml: .*" + expected):
+        validate_all(bad)
+
+
+def test_core_imports_no_study():
+    """Editing a study's settings re-runs only that study's stages: core does not import it."""
+    code = "import sys, advland.core.config; print(sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    studies = {"advland.collapse", "advland.smoothness", "advland.toy", "advland.finetune"}
+    assert not studies & set(done.stdout.strip("[]\n").replace("'", "").split(", "))
+
+
+def test_validate_all_gives_every_section_with_its_defaults(raw):
+    settings = validate_all(raw)
+    assert (
+        settings["companion"]["toy"]
+        == ToyConfig.model_validate(raw["companion"]["toy"]).model_dump()
+    )
+    assert settings["finetune"]["attacks"]["pgd"]["norm"] == "linf"  # a default filled in
+    assert list(settings) == list(Params.model_fields)

@@ -14,6 +14,7 @@ from conftest import REPO
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from advland.aggregate import summarize
 from advland.core.attacks import (
     FLOW_EPS,
     fgsm,
@@ -22,17 +23,23 @@ from advland.core.attacks import (
     margin_loss,
     stadv,
 )
-from advland.core.config import parse_params
 from advland.core.errors import ParamsError
 from advland.core.io import load_checkpoint, save_checkpoint
 from advland.core.models import build_model, load_model
 from advland.core.perturb import ATTACKS
-from advland.core.sections import AttackConfig, FinetuneAttack, FinetuneConfig
+from advland.core.sections import AttackConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
-from advland.finetune import evaluate_seeds, finetune_seeds, ssim_loss
+from advland.finetune import (
+    FinetuneAttack,
+    FinetuneConfig,
+    evaluate_seeds,
+    finetune_seeds,
+    ssim_loss,
+)
 from advland.report.data import Inputs
 from advland.report.finetune import ordered, study, tracks_ssim
+from advland.studies import validate_all
 
 
 def test_zero_flow_is_the_identity():
@@ -197,14 +204,14 @@ FINETUNE = {
 
 def test_finetune_source_must_be_a_clean_run_of_its_dataset():
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert parse_params(base).finetune.source == base["finetune"]["source"]
+    assert validate_all(base)["finetune"]["source"] == base["finetune"]["source"]
     for source, message in (
         ("nope", "not listed in runs"),
         ("fashion_mnist-cnn-linf-adv-8_255", "must be a clean run"),
         ("mnist2-lr-l2-adv-0", "must be a clean run"),
     ):
         with pytest.raises(ParamsError, match=message):
-            parse_params(base | {"finetune": base["finetune"] | {"source": source}})
+            validate_all(base | {"finetune": base["finetune"] | {"source": source}})
 
 
 def test_finetune_and_evaluation_end_to_end(tmp_path, monkeypatch):
@@ -224,7 +231,7 @@ def test_finetune_and_evaluation_end_to_end(tmp_path, monkeypatch):
     )  # fmt: skip
     for key in cfg.attacks:
         summary = finetune_seeds(key, data, [0], cfg, tmp_path / "clean", tmp_path / "ft" / key)
-        assert summary["seeds"]["0"]["n_train"] == 32
+        assert summary.seeds["0"].n_train == 32
     ft = load_checkpoint(tmp_path / "ft" / "fgsm" / "seed0.pt")
     assert len(ft["history"]) == 2
     assert not torch.equal(ft["state_dict"]["head.weight"], clean.state_dict()["head.weight"])
@@ -232,7 +239,7 @@ def test_finetune_and_evaluation_end_to_end(tmp_path, monkeypatch):
         data, [0], cfg, None, tmp_path / "clean", tmp_path / "ft", tmp_path / "1d.csv",
         tmp_path / "2d.csv", tmp_path / "partial",
     )  # fmt: skip
-    m = out["mean"]
+    m = out.mean
     model, _ = load_model(tmp_path / "ft" / "stadv" / "seed0.pt")
     assert m["acc_stadv_clean"] == accuracy(model, data.x_test, data.y_test)
     loaded, _ = load_model(tmp_path / "clean" / "seed0.pt")
@@ -275,12 +282,11 @@ def test_report_section_from_fixture_metrics(tmp_path):
         m = {f"lambda1_{k}": v for k, v in values.items()}
         m |= {f"ssim_loss_{a}": v for a, v in ssim.items()}
         m |= {f"acc_{r}_{c}": 50.0 + s for r in models for c in models}
-        seeds[str(s)] = m
-    mean = {k: (seeds["0"][k] + seeds["1"][k]) / 2 for k in seeds["0"]}
+        keys = ("objective", "trace", "curvature_1d", "rise_1d", "centre_loss")
+        m |= {f"{k}_{r}": 1.0 for r in models for k in keys}
+        seeds[s] = m
     (tmp_path / "metrics" / "finetune").mkdir(parents=True)
-    (tmp_path / "metrics" / "finetune" / "eval.json").write_text(
-        json.dumps({"n_seeds": 2, "seeds": seeds, "mean": mean})
-    )
+    (tmp_path / "metrics" / "finetune" / "eval.json").write_text(json.dumps(summarize(seeds)))
     rows = [
         {"seed": s, "model": m, "alpha": a, "beta": b, "train_clean_loss": 1 + a * a + b * b}
         for s in (0, 1)

@@ -16,15 +16,14 @@ import yaml
 
 from advland.aggregate import ci95_half_width, summarize
 from advland.core.config import Run, load_params
-from advland.core.errors import DataError
-from advland.core.sections import ToyConfig
+from advland.metrics import MetricsError
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
 from advland.report.deep_nets import claim3
 from advland.report.main_paper import claim1, claim2
 from advland.report.render import Document
 from advland.report.stats import linear_fit, spearman
-from advland.toy import toy_study
+from advland.toy import ToyConfig, toy_study
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -170,6 +169,7 @@ def stage_metrics(run: Run, lam: float) -> dict[str, dict]:
     """One seed's metrics of every stage, shaped like the pipeline's."""
     hessian = {
         "weight_norm": 4.0,
+        "objective": 0.1,
         "lambda1": lam,
         "lambda2": lam / 2,
         "lambda3": lam / 3,
@@ -180,25 +180,35 @@ def stage_metrics(run: Run, lam: float) -> dict[str, dict]:
         "theory_gap_fixed": 1e-15,
     }
     if run.noise == "adv":
-        hessian["cf_lambda1"] = 1.1 * lam
+        hessian |= {f"cf_lambda{k}": 1.1 * lam / k for k in (1, 2, 3)}
+        hessian |= {"cf_trace": 3.3 * lam, "theory_gap_cf": 1e-15}
+    evaluate = {
+        "eps": run.eps,
+        "clean_train_acc": 99.9,
+        "robust_train_acc": 99.0 - run.eps,
+        "noise_train_acc": 99.8,
+        "clean_test_acc": 99.9,
+        "robust_test_acc": 99.5 - run.eps,
+        "noise_test_acc": 99.9,
+        "clean_gap": 0.0,
+        "robust_gap": 0.5 + 10 * run.eps,
+        "noise_gap": 0.1,
+    }
+    if run.model == "lr":
+        evaluate |= {"cf_robust_train_acc": 99.0, "cf_robust_test_acc": 99.5, "cf_robust_gap": 0.5}
     return {
         "train": {
             "final_train_loss": 0.1,
             "weight_norm": 4.0,
             "epochs": 3,
+            "gradient_epochs": 3,
+            "n_train": 100,
+            "best_epoch": 3,
             "plateau_change": 0.01,
             "clean_train_acc_final": 99.0,
             "status": "ok",
         },
-        "evaluate": {
-            "eps": run.eps,
-            "robust_train_acc": 99.0 - run.eps,
-            "robust_test_acc": 99.5 - run.eps,
-            "robust_gap": 0.5 + 10 * run.eps,
-            "noise_train_acc": 99.8,
-            "noise_test_acc": 99.9,
-            "noise_gap": 0.1,
-        },
+        "evaluate": evaluate,
         "hessian": hessian,
         "landscape": {"curvature_1d": 2 * lam, "rise_1d": lam, "centre_loss": 0.1},
     }
@@ -444,11 +454,49 @@ def test_metrics_files_in_the_old_layout_or_corrupt_are_errors(tmp_path):
     assert collect_seeds(runs, metrics)[["seed", "lambda1"]].values.tolist() == [[0, 1], [3, 2]]
     path = metrics / "hessian" / f"{run.run_id}.json"
     path.write_text('{"lambda1": 1}')
-    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: not the per-seed"):
+    with pytest.raises(MetricsError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: n_seeds: missing"):
         collect(runs, metrics)
     path.write_text('{"n_seeds": 1,')
-    with pytest.raises(DataError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: cannot read JSON"):
+    with pytest.raises(MetricsError, match=r"hessian/mnist2-lr-l2-adv-0p2.json: cannot read JSON"):
         collect(runs, metrics)
+
+
+@pytest.mark.parametrize(
+    "stage, where, key, expected",
+    [
+        ("hessian", "seeds.3", "lambda1", r"seeds\.3\.lambda1: missing"),
+        (
+            "hessian",
+            "seeds.0",
+            "cf_trace",
+            r"seeds\.0: 'cf_trace_x' is not a metric of HessianSeed",
+        ),
+        ("hessian", "seeds.0", "-cf_trace", r"seeds\.0: 'cf_trace' is missing \(a linear adv"),
+        ("hessian", "seeds.0", "-cf_lambda2", r"seeds\.0: cf_lambda<i>: expected i = 1\.\.3"),
+        ("hessian", "mean", "lambda2", r"mean\.lambda2: missing"),
+        ("evaluate", "seeds.0", "-cf_robust_gap", r"seeds\.0: 'cf_robust_gap' is missing"),
+        ("train", "seeds.0", "status", r"seeds\.0\.status: missing"),
+        ("landscape", "ci95", "rise_1d", r"ci95\.rise_1d: missing"),
+    ],
+)
+def test_a_renamed_metric_is_an_error_naming_the_file_and_key(
+    tmp_path, stage, where, key, expected
+):
+    """Where the report reads a metric that its stage renamed (or, -key, no longer
+    writes), it stops with the file and the key, instead of a quiet "not run"."""
+    run = Run(dataset="mnist2", model="lr", norm="l2", noise="adv", eps=0.2)
+    write_run(tmp_path, run, {0: 1.0, 3: 2.0})
+    path = tmp_path / "metrics" / stage / f"{run.run_id}.json"
+    metrics = json.loads(path.read_text())
+    parent = metrics
+    for part in where.split("."):
+        parent = parent[part]
+    value = parent.pop(key.removeprefix("-"))
+    if not key.startswith("-"):
+        parent[f"{key}_x"] = value
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(MetricsError, match=rf"{stage}/{run.run_id}\.json: {expected}"):
+        collect({run.run_id: run}, tmp_path / "metrics")
 
 
 # ---- the stage and the page in a browser -------------------------------------------
@@ -468,7 +516,7 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     (tmp_path / "companion").mkdir()
     shutil.move(tmp_path / "toy.csv", tmp_path / "companion" / "toy.csv")
     (tmp_path / "metrics" / "companion").mkdir(parents=True)
-    (tmp_path / "metrics" / "companion" / "toy.json").write_text(json.dumps(toy))
+    (tmp_path / "metrics" / "companion" / "toy.json").write_text(json.dumps(toy.model_dump()))
     prepared = tmp_path / "data" / "prepared"
     prepared.mkdir(parents=True)
     for name in params["prepare"]["datasets"]:

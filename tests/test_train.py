@@ -73,10 +73,10 @@ def test_same_seed_same_metrics_and_eps0_runs_agree(mnist2, tmp_path):
 
 def test_seeds_give_per_seed_checkpoints_logs_and_a_mean(mnist2, tmp_path):
     summary, _ = run(tmp_path, mnist2, lr_run("l2", "adv", 0.5), seeds=(0, 1))
-    losses = [summary["seeds"][s]["final_train_loss"] for s in ("0", "1")]
+    losses = [summary.seeds[s].final_train_loss for s in ("0", "1")]
     assert losses[0] != losses[1]  # the seed changes the data order and the attack's start
-    assert summary["mean"]["final_train_loss"] == pytest.approx(sum(losses) / 2)
-    assert summary["ci95"]["final_train_loss"] > 0 and summary["n_seeds"] == 2
+    assert summary.mean["final_train_loss"] == pytest.approx(sum(losses) / 2)
+    assert summary.ci95["final_train_loss"] > 0 and summary.n_seeds == 2
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["seed0.pt", "seed1.pt"]
     assert set(pd.read_csv(tmp_path / "log.csv").seed) == {0, 1}
 
@@ -88,7 +88,7 @@ def test_checkpoint_holds_state_config_loss_and_norm(mnist2, tmp_path):
     assert ckpt["config"]["run"]["eps"] == 0.5 and ckpt["config"]["train"]["epochs"] == 3
     assert ckpt["architecture"] == {"model": "lr", "shape": [1, 28, 28], "n_classes": 2,
                                     "width": None}  # fmt: skip
-    assert ckpt["final_train_loss"] == summary["mean"]["final_train_loss"] > 0
+    assert ckpt["final_train_loss"] == summary.mean["final_train_loss"] > 0
     assert ckpt["weight_norm"] == pytest.approx(ckpt["state_dict"]["linear.weight"].norm().item())
 
 

@@ -17,21 +17,43 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat
 
 from advland.core.attacks import optimal_linear, pgd
+from advland.core.config import Params
 from advland.core.io import write_csv
 from advland.core.models import build_model, per_example_loss
 from advland.core.perturb import Perturb
 from advland.core.rng import rng, seed_global
-from advland.core.sections import CollapseConfig
+from advland.core.sections import AttackConfig, Strict, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy
+from advland.metrics.collapse import CollapseMetrics
 from advland.theory import collapse_eps
 from advland.train import fit
 
 log = logging.getLogger(__name__)
 BOX = (0.0, 1.0)
 CASES = (("linf", False), ("linf", True), ("l2", False), ("l2", True))
+
+
+class CollapseConfig(Strict):
+    """Liu et al.'s collapse to w = 0: logistic regression trained at eps = factor x the
+    predicted threshold (theory.collapse_eps), then bisection between the largest eps
+    that kept w and the smallest that collapsed (||w||_2 <= w_tol)."""
+
+    factors: list[PositiveFloat] = Field(min_length=1)
+    bisect: NonNegativeInt
+    max_doublings: NonNegativeInt  # grow eps x2 while nothing collapsed
+    w_tol: PositiveFloat
+    train: TrainConfig
+    pgd: AttackConfig  # L2 with the box, which has no closed form (train and evaluate)
+    seed: int
+
+
+def collapse_config(params: Params, dataset: str) -> CollapseConfig:
+    """companion.linear.<dataset>.collapse, validated."""
+    return params.section(f"companion.linear.{dataset}.collapse", CollapseConfig)
 
 
 def worst_case(norm: str, eps: float, box: bool, cfg: CollapseConfig, gen) -> Perturb:
@@ -87,7 +109,7 @@ def search(data: Dataset, norm: str, box: bool, cfg: CollapseConfig, eps_ref: fl
     return rows
 
 
-def collapse_study(data: Dataset, cfg: CollapseConfig, table: Path) -> dict:
+def collapse_study(data: Dataset, cfg: CollapseConfig, table: Path) -> CollapseMetrics:
     """Write every trained model (one row each) to `table`; return, per case, the
     predicted and measured collapse eps."""
     x, y = data.x_train[: cfg.train.data.n_train], data.y_train[: cfg.train.data.n_train]
@@ -110,4 +132,4 @@ def collapse_study(data: Dataset, cfg: CollapseConfig, table: Path) -> dict:
         }
         log.info("%s: predicted %.4f (exact %s), measured %s", case, eps_ref, exact, measured)
     write_csv(table, pd.DataFrame(rows))
-    return summary
+    return CollapseMetrics.model_validate(summary)

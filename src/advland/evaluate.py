@@ -24,6 +24,7 @@ from advland.core.perturb import Perturb, make_perturb
 from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
+from advland.metrics.evaluate import EvaluateMetrics
 from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def evaluate_seeds(
     noise: NoiseConfig,
     cfg,
     device: str,
-) -> dict:
+) -> EvaluateMetrics:
     """evaluate_run for every seed of a run, on the first cfg.n_train training examples
     it was trained on and the first cfg.n_test test examples; returns the per-seed
     accuracies and their mean (aggregate.summarize)."""
@@ -152,4 +153,4 @@ def evaluate_seeds(
         seen = data.seen(checkpoint["n_train"], cfg.n_train, cfg.n_test)
         return evaluate_run(model, run, seen, attack, noise, seed, cfg.batch_size), None
 
-    return over_seeds(seeds, measure)[0]
+    return EvaluateMetrics.model_validate(over_seeds(seeds, measure)[0])

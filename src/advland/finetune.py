@@ -17,30 +17,116 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pytorch_msssim import ssim
 from torch import nn
 from tqdm import tqdm
 
-from advland.core.config import Run
+from advland.core.config import Params, Run
+from advland.core.datasets import DatasetName
+from advland.core.errors import ParamsError
 from advland.core.io import atomic_dir, atomic_outputs, save_checkpoint
 from advland.core.models import checkpoint_path, load_model
+from advland.core.norms import NORMS
 from advland.core.perturb import ATTACKS, Perturb
 from advland.core.rng import rng, seed_global
-from advland.core.sections import FinetuneAttack, FinetuneConfig
+from advland.core.sections import (
+    TAG,
+    AttackConfig,
+    HessianConfig,
+    Strict,
+    TrainConfig,
+    odd_points,
+    parse_eps,
+)
 from advland.data import Dataset
 from advland.evaluate import accuracy
 from advland.hessian import sharpness_run
 from advland.landscape import landscape_run, partial_path
+from advland.metrics.finetune import CLEAN, FinetuneEvalMetrics, FinetuneMetrics
 from advland.perseed import over_seeds
 from advland.sources import file_digest
 from advland.train import fit, weight_norm
 
 log = logging.getLogger(__name__)
 WINDOW = 11  # SSIM's gaussian window: sigma 1.5, truncated at 3.5 sigma as in scikit-image
-CLEAN = "clean"  # the model before fine-tuning, and the clean column of the matrix
+
+
+class FinetuneAttack(Strict):
+    """One attack of the fine-tuning study: it makes one fine-tuning set and is one column
+    of the evaluation matrix. eps is the norm ball's radius (stadv has none: 0)."""
+
+    norm: str = "linf"
+    eps: float = 0.0
+    attack: AttackConfig
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return NORMS.check(v)
+
+    @model_validator(mode="after")
+    def _radius(self) -> FinetuneAttack:
+        if (self.attack.name == "stadv") != (self.eps == 0):
+            raise ValueError("eps must be 0 for stadv (it has no ball) and > 0 for the others")
+        return self
+
+
+class FinetuneLandscape(Strict):
+    """Filter-normalized 1D curve and 2D surface of the clean training loss (landscape_run)."""
+
+    alpha: PositiveFloat
+    points_1d: Annotated[int, Field(ge=3)]
+    points_2d: Annotated[int, Field(ge=3)]
+    direction_seed: int
+    include_bias: bool
+    n_train: PositiveInt
+
+    _odd = field_validator("points_1d")(odd_points)
+
+
+class FinetuneConfig(Strict):
+    """Xu, Yap & Prabhu (2019): the clean model `source` (a run with eps 0 on `dataset`)
+    fine-tuned on its first n_train training images plus one adversarial copy of each,
+    per attack; then accuracy under every attack, 1 - SSIM, sharpness and landscapes."""
+
+    source: str
+    dataset: DatasetName
+    n_train: PositiveInt | None
+    attacks: dict[str, FinetuneAttack] = Field(min_length=1)
+    train: TrainConfig
+    n_test: PositiveInt  # the evaluation matrix and 1 - SSIM: first n test images
+    batch_size: PositiveInt
+    hessian: HessianConfig
+    landscape: FinetuneLandscape
+
+    @field_validator("attacks")
+    @classmethod
+    def _keys(cls, v: dict) -> dict:
+        for key in v:
+            if not TAG.match(key) or key == "clean":
+                raise ValueError(f"{key!r}: a key is lower-case letters, digits and _, not clean")
+        return v
+
+
+def finetune_config(params: Params) -> FinetuneConfig:
+    """The finetune section, validated; its source is a clean run on its dataset."""
+    cfg = params.section("finetune", FinetuneConfig)
+    run = params.runs.get(cfg.source)
+    if run is None:
+        raise ParamsError(f"finetune.source: {cfg.source!r} is not listed in runs")
+    if run.dataset != cfg.dataset or run.eps != 0:
+        raise ParamsError(
+            f"finetune.source: {cfg.source!r} must be a clean run (eps 0) on finetune.dataset "
+            f"{cfg.dataset!r}"
+        )
+    return cfg
 
 
 def identity(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,7 +187,7 @@ def finetune_seed(
 
 def finetune_seeds(
     key: str, data: Dataset, seeds: list[int], cfg: FinetuneConfig, source: Path, out: Path
-) -> dict:
+) -> FinetuneMetrics:
     """Fine-tune every seed's clean model (source/seed<k>.pt) with attack `key`; writes
     out/seed<k>.pt (all at once, when every seed is done) and returns the summaries."""
     spec = cfg.attacks[key]
@@ -124,7 +210,7 @@ def finetune_seeds(
     with atomic_dir(out) as staging:
         for seed, payload in payloads.items():
             save_checkpoint(checkpoint_path(staging, seed), payload)
-    return summary
+    return FinetuneMetrics.model_validate(summary)
 
 
 def evaluate_model(
@@ -176,7 +262,7 @@ def evaluate_seeds(
     out_1d: Path,
     out_2d: Path,
     partial_dir: Path,
-) -> dict:
+) -> FinetuneEvalMetrics:
     """The matrix, 1 - SSIM, sharpness and landscapes of the clean model (source_dir) and
     of every fine-tuned one (finetuned/<key>), every seed; landscapes go to two CSVs with
     `seed` and `model` columns (partial_dir: resumable 2D grids)."""
@@ -205,4 +291,4 @@ def evaluate_seeds(
     with atomic_outputs(out_1d, out_2d) as (tmp1, tmp2):
         pd.concat([c for c, _ in frames], ignore_index=True).to_csv(tmp1, index=False)
         pd.concat([s for _, s in frames], ignore_index=True).to_csv(tmp2, index=False)
-    return summary
+    return FinetuneEvalMetrics.model_validate(summary)

@@ -40,6 +40,7 @@ from advland.core.io import atomic_outputs, pt_bytes
 from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.core.rng import rng, seed_global
+from advland.metrics.hessian import HessianMetrics
 from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,7 @@ def hessian_seeds(
     device: str,
     values_csv: Path,
     vectors_pt: Path,
-) -> dict:
+) -> HessianMetrics:
     """sharpness_run for every seed of a run, on the first cfg.n_samples examples it
     was trained on, with the run's training perturbation (`attack` is its
     config.AttackConfig) drawn once at the final weights; writes the spectra
@@ -385,4 +386,4 @@ def hessian_seeds(
 
     summary, spectra = over_seeds(seeds, measure)
     save_spectra(spectra, values_csv, vectors_pt)
-    return summary
+    return HessianMetrics.model_validate(summary)

@@ -50,6 +50,7 @@ from advland.core.models import (
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
 from advland.core.rng import rng
+from advland.metrics.landscape import LandscapeMetrics
 from advland.perseed import over_seeds
 from advland.sources import file_digest
 
@@ -328,7 +329,7 @@ def landscape_seeds(
     vectors_pt: Path,
     outs: tuple[Path, Path, Path, Path],
     partial_dir: Path,
-) -> dict:
+) -> LandscapeMetrics:
     """Landscapes of every seed of a run, on the first cfg.n_train examples it was
     trained on and the first cfg.n_test test examples, written as CSVs with a `seed`
     column (atomically, once all seeds are done): `outs` = random 1D, random 2D, eigen 1D,
@@ -373,7 +374,7 @@ def landscape_seeds(
             )
     for partial in partials:
         partial.unlink(missing_ok=True)
-    return summary
+    return LandscapeMetrics.model_validate(summary)
 
 
 def curve_summary(curve: pd.DataFrame, column: str = "train_obj_loss") -> dict[str, float]:

@@ -19,14 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
-from advland.core.errors import CheckpointError
+from advland.core.config import Params
+from advland.core.errors import CheckpointError, ParamsError
 from advland.core.io import write_csv
 from advland.core.models import checkpoint_path, is_linear, load_model
 from advland.core.registry import Registry
 from advland.core.rng import rng
-from advland.core.sections import SmoothnessConfig
+from advland.core.sections import Strict, parse_eps
 from advland.data import Dataset
+from advland.metrics.smoothness import SmoothnessMetrics
 from advland.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss
 
 BOX = (0.0, 1.0)
@@ -41,6 +44,49 @@ OBJECTIVES: Registry[Objective] = Registry(
 )
 # Verdict inputs: R at the smallest radius over R at SETTLE_AT (median over directions).
 SETTLE_AT = 1e-3
+
+
+class SmoothPoint(Strict):
+    """An objective evaluated at a trained run's weights (its first seed)."""
+
+    run: str
+    eps: float
+
+    _eps = field_validator("eps", mode="before")(parse_eps)
+
+
+class SmoothPoints(Strict):
+    standard: SmoothPoint
+    l2: SmoothPoint
+    linf: SmoothPoint
+
+
+class SmoothnessConfig(Strict):
+    """Kanai et al.'s smoothness: ||grad L(w + r u) - grad L(w)|| / r over radii r and
+    random unit directions u, per objective (standard, l2, linf) at its trained weights
+    and at the same weights with one coordinate moved to +tiny (a sign change)."""
+
+    points: SmoothPoints
+    radii: list[PositiveFloat] = Field(min_length=2)
+    directions: PositiveInt
+    tiny: PositiveFloat
+    n_train: PositiveInt | None
+    seed: int
+
+
+def smoothness_config(params: Params, dataset: str) -> SmoothnessConfig:
+    """companion.linear.<dataset>.smoothness, validated; each point is an lr run on
+    `dataset` listed in runs."""
+    where = f"companion.linear.{dataset}.smoothness"
+    cfg = params.section(where, SmoothnessConfig)
+    for key, point in cfg.points:
+        run = params.runs.get(point.run)
+        if run is None or run.dataset != dataset or run.model != "lr":
+            raise ParamsError(
+                f"{where}.points.{key}.run: {point.run!r} is not an lr run on {dataset} "
+                "listed in runs"
+            )
+    return cfg
 
 
 def gradient(objective: Objective, theta, x, y, eps: float) -> torch.Tensor:
@@ -83,7 +129,7 @@ def trained_theta(models: Path, run: str, seed: int) -> torch.Tensor:
 
 def smoothness_study(
     data: Dataset, models: Path, seed: int, cfg: SmoothnessConfig, table: Path
-) -> dict:
+) -> SmoothnessMetrics:
     """Write R for every objective, point, direction and radius to `table`; return, per
     objective and point, the median over directions of R at the smallest radius and at
     SETTLE_AT, and their ratio `growth`."""
@@ -112,4 +158,4 @@ def smoothness_study(
             "radius_smallest": small,
         }
     write_csv(table, frame)
-    return summary
+    return SmoothnessMetrics.model_validate(summary)

@@ -24,19 +24,42 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat
 from torch import nn
 
 from advland.core.attacks import pgd
+from advland.core.config import Params
 from advland.core.io import write_csv
 from advland.core.models import per_example_loss
-from advland.core.sections import ToyConfig
+from advland.core.sections import AttackConfig, Strict
+from advland.metrics.toy import ToyMetrics
 
 LOSSES = ("standard", "l2", "linf")
 DUAL = {"l2": 2, "linf": 1}  # the attack norm's dual, which prices ||w|| in the margin
+
+
+class ToyConfig(Strict):
+    """Kanai et al.'s toy surfaces: one point (x, y), 2 weights, eps; a grid of
+    `points` x `points` weights in [-extent, extent]^2; EntropySGD coupling gamma."""
+
+    x: list[float] = Field(min_length=2, max_length=2)
+    y: Literal[0, 1]
+    eps: PositiveFloat
+    extent: PositiveFloat
+    points: Annotated[int, Field(ge=5)]
+    gamma: PositiveFloat
+    pgd: AttackConfig
+    h: PositiveFloat  # the gradient jump is measured between w and its mirror at distance 2h
+
+
+def toy_config(params: Params) -> ToyConfig:
+    """companion.toy, validated."""
+    return params.section("companion.toy", ToyConfig)
 
 
 class GridModel(nn.Module):
@@ -181,7 +204,7 @@ def jumps(grids: dict, axis: torch.Tensor, cfg: ToyConfig) -> list[dict]:
     return rows
 
 
-def toy_study(cfg: ToyConfig, table: Path) -> dict:
+def toy_study(cfg: ToyConfig, table: Path) -> ToyMetrics:
     """Write the surfaces L and F in long form (model, loss, w1, w2, L, F) to `table`;
     return the gradient jumps across the axes."""
     grids, axis = surfaces(cfg)
@@ -200,10 +223,6 @@ def toy_study(cfg: ToyConfig, table: Path) -> dict:
         for (model, kind), loss in grids.items()
     ]
     write_csv(table, pd.concat(frames, ignore_index=True))
-    return {
-        "jumps": jumps(grids, axis, cfg),
-        "pgd": pgd_shortfall(cfg),
-        "h": cfg.h,
-        "gamma": cfg.gamma,
-        "eps": cfg.eps,
-    }
+    return ToyMetrics(
+        jumps=jumps(grids, axis, cfg), pgd=pgd_shortfall(cfg), h=cfg.h, gamma=cfg.gamma, eps=cfg.eps
+    )

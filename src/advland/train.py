@@ -41,6 +41,7 @@ from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
 from advland.evaluate import accuracy, objective_value
+from advland.metrics.train import TrainMetrics
 from advland.perseed import over_seeds
 from advland.remedies import remedy_hooks
 
@@ -380,7 +381,7 @@ def train_seeds(
     model_dir: Path,
     log_csv: Path,
     resume_dir: Path | None = None,
-) -> dict:
+) -> TrainMetrics:
     """Train every seed of a run in this process. Writes model_dir/seed<k>.pt and one
     CSV of per-epoch rows (with a `seed` column); both appear only when all seeds are
     done. Returns the per-seed summaries and their mean (aggregate.summarize)."""
@@ -396,4 +397,4 @@ def train_seeds(
                 save_checkpoint(checkpoint_path(staging, seed), payload)
             rows = [{"seed": s, **row} for s, (_, history) in results.items() for row in history]
             pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    return summary
+    return TrainMetrics.model_validate(summary)

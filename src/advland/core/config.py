@@ -4,6 +4,8 @@ Stages call `load_params`, which returns validated, typed settings or raises
 `ParamsError` naming the key, the value and what is allowed; the rest of the library
 gets plain values and never reads params.yaml. The sections' classes are in
 `advland.core.sections`; here are the runs, `Params`, and the checks across sections.
+The studies' sections (`companion`, `finetune`) stay mappings here: each study reads
+its own with its own schema (`Params.section`), and advland.studies checks them all.
 
 `runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
 rand: uniform noise), eps (a number, or "K/255") and an optional tag: a remedy from
@@ -14,7 +16,7 @@ that does not match its fields is an error. Every field is part of the id, so th
 stage name `train@<id>` pins the whole run, except an optional `train:` mapping: a
 partial TrainConfig deep-merged over train.<dataset>.<model> for that run alone
 (`Params.train_for`), allowed only with a tag (e.g. mnist2-lr-l2-adv-1-awp with
-`train: {awp: {gamma: 0.005}}`); dvc.yaml tracks it in each per-run command.
+`train: {awp: {gamma: 0.005}}`); each per-run stage depends on its entry `runs.<id>`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import re
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from advland.core.datasets import BINARY_DATASETS, DatasetName
 from advland.core.errors import ParamsError
@@ -36,12 +38,9 @@ from advland.core.perturb import PERTURBATIONS
 from advland.core.registry import Registry
 from advland.core.sections import (
     TAG,
-    CompanionConfig,
     EvaluateConfig,
-    FinetuneConfig,
     HessianConfig,
     LandscapeConfig,
-    LinearCompanion,
     NoiseConfig,
     NormAttack,
     PrepareConfig,
@@ -79,6 +78,9 @@ def check_tag(tag: str, train: TrainConfig, where: str) -> None:
             f"{where}.train.{rule.key}: a run tagged {tag!r} needs {rule.key} {rule.wanted}, "
             f"got {value!r}"
         )
+
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class Run(Strict):
@@ -135,8 +137,8 @@ class Params(Strict):
     evaluate: dict[DatasetName, dict[str, EvaluateConfig]]  # per dataset, per model
     hessian: dict[DatasetName, dict[str, HessianConfig]]
     landscape: dict[DatasetName, dict[str, LandscapeConfig]]
-    companion: CompanionConfig
-    finetune: FinetuneConfig | None = None
+    companion: dict  # the companion studies' settings (advland.studies)
+    finetune: dict | None = None  # the fine-tuning study's settings (advland.finetune)
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""
@@ -168,10 +170,25 @@ class Params(Strict):
     def landscape_for(self, run: Run) -> LandscapeConfig:
         return self.landscape[run.dataset][run.model]
 
-    def linear_companion(self, dataset: str) -> LinearCompanion:
-        if dataset not in self.companion.linear:
-            raise ParamsError(f"companion.linear: {dataset!r} is not listed")
-        return self.companion.linear[dataset]
+    def section(self, path: str, schema: type[S]) -> S:
+        """A study's settings: the mapping at the dotted `path` (e.g. companion.toy),
+        validated by the study's `schema`; errors name `path.<field>`."""
+        name, *keys = path.split(".")
+        raw = getattr(self, name)
+        for i, key in enumerate(keys):
+            if not isinstance(raw, dict) or key not in raw:
+                raise ParamsError(f"{'.'.join([name, *keys[: i + 1]])}: missing from params.yaml")
+            raw = raw[key]
+        if raw is None:
+            raise ParamsError(f"{path}: missing from params.yaml")
+        try:
+            return schema.model_validate(raw)
+        except ValidationError as err:
+            problems = [
+                f"{'.'.join([path, *map(str, e['loc'])])}: {e['msg']}{_got(e)}"
+                for e in err.errors()
+            ]
+            raise ParamsError("; ".join(problems)) from None
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -233,35 +250,6 @@ def _check_runs(params: Params) -> None:
             check_tag(run.tag, train, where)
 
 
-def _check_companion(params: Params) -> None:
-    """Each companion dataset is prepared; each smoothness point is one of its lr runs."""
-    for dataset, linear in params.companion.linear.items():
-        where = f"companion.linear.{dataset}"
-        if dataset not in params.prepare.datasets:
-            raise ParamsError(f"{where}: dataset {dataset!r} is not in prepare.datasets")
-        for key, point in linear.smoothness.points:
-            run = params.runs.get(point.run)
-            if run is None or run.dataset != dataset or run.model != "lr":
-                raise ParamsError(
-                    f"{where}.smoothness.points.{key}.run: {point.run!r} is not an lr run "
-                    f"on {dataset} listed in runs"
-                )
-
-
-def _check_finetune(params: Params) -> None:
-    ft = params.finetune
-    if ft is None:
-        return
-    run = params.run(ft.source) if ft.source in params.runs else None
-    if run is None:
-        raise ParamsError(f"finetune.source: {ft.source!r} is not listed in runs")
-    if run.dataset != ft.dataset or run.eps != 0:
-        raise ParamsError(
-            f"finetune.source: {ft.source!r} must be a clean run (eps 0) on finetune.dataset "
-            f"{ft.dataset!r}"
-        )
-
-
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params dict; every error names the key, the value and what is allowed."""
     if not isinstance(raw, dict):
@@ -282,8 +270,6 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         if len(set(params.seeds)) != len(params.seeds):
             raise ParamsError(f"seeds: a seed is listed twice ({params.seeds})")
         _check_runs(params)
-        _check_companion(params)
-        _check_finetune(params)
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params

@@ -1,8 +1,11 @@
-"""The typed blocks of params.yaml, one pydantic class per section or sub-section.
+"""The typed blocks of params.yaml that results depend on, one pydantic class per section
+or sub-section.
 
 Every class forbids unknown keys and is frozen (`Strict`); named choices are checked
 against their registries (attacks, optimizers, norms). `advland.core.config` assembles
-them into `Params`, checks what spans sections, and reads the file.
+them into `Params`, checks what spans sections, and reads the file. The companion
+studies' and the fine-tuning study's settings live beside each study (advland.collapse,
+smoothness, toy, finetune) and are checked together by advland.studies.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from advland.core.datasets import BinaryName, DatasetName
-from advland.core.norms import NORMS
+from advland.core.datasets import DatasetName
 from advland.core.optim import OPTIMIZERS
 from advland.core.perturb import ATTACKS
 
@@ -255,132 +257,4 @@ class LandscapeConfig(Strict):
     def _none_or_three(cls, v: int) -> int:
         if v in (1, 2):
             raise ValueError("must be 0 (none) or at least 3")
-        return v
-
-
-class CollapseConfig(Strict):
-    """Liu et al.'s collapse to w = 0: logistic regression trained at eps = factor x the
-    predicted threshold (theory.collapse_eps), then bisection between the largest eps
-    that kept w and the smallest that collapsed (||w||_2 <= w_tol)."""
-
-    factors: list[PositiveFloat] = Field(min_length=1)
-    bisect: NonNegativeInt
-    max_doublings: NonNegativeInt  # grow eps x2 while nothing collapsed
-    w_tol: PositiveFloat
-    train: TrainConfig
-    pgd: AttackConfig  # L2 with the box, which has no closed form (train and evaluate)
-    seed: int
-
-
-class SmoothPoint(Strict):
-    """An objective evaluated at a trained run's weights (its first seed)."""
-
-    run: str
-    eps: float
-
-    _eps = field_validator("eps", mode="before")(parse_eps)
-
-
-class SmoothPoints(Strict):
-    standard: SmoothPoint
-    l2: SmoothPoint
-    linf: SmoothPoint
-
-
-class SmoothnessConfig(Strict):
-    """Kanai et al.'s smoothness: ||grad L(w + r u) - grad L(w)|| / r over radii r and
-    random unit directions u, per objective (standard, l2, linf) at its trained weights
-    and at the same weights with one coordinate moved to +tiny (a sign change)."""
-
-    points: SmoothPoints
-    radii: list[PositiveFloat] = Field(min_length=2)
-    directions: PositiveInt
-    tiny: PositiveFloat
-    n_train: PositiveInt | None
-    seed: int
-
-
-class ToyConfig(Strict):
-    """Kanai et al.'s toy surfaces: one point (x, y), 2 weights, eps; a grid of
-    `points` x `points` weights in [-extent, extent]^2; EntropySGD coupling gamma."""
-
-    x: list[float] = Field(min_length=2, max_length=2)
-    y: Literal[0, 1]
-    eps: PositiveFloat
-    extent: PositiveFloat
-    points: Annotated[int, Field(ge=5)]
-    gamma: PositiveFloat
-    pgd: AttackConfig
-    h: PositiveFloat  # the gradient jump is measured between w and its mirror at distance 2h
-
-
-class LinearCompanion(Strict):
-    collapse: CollapseConfig
-    smoothness: SmoothnessConfig
-
-
-class CompanionConfig(Strict):
-    """Liu et al. (2020) and Kanai et al. (2021): `linear` per binary dataset (stages
-    collapse@<dataset> and smoothness@<dataset>; {} runs none), and the toy surfaces."""
-
-    linear: dict[BinaryName, LinearCompanion]
-    toy: ToyConfig
-
-
-class FinetuneAttack(Strict):
-    """One attack of the fine-tuning study: it makes one fine-tuning set and is one column
-    of the evaluation matrix. eps is the norm ball's radius (stadv has none: 0)."""
-
-    norm: str = "linf"
-    eps: float = 0.0
-    attack: AttackConfig
-
-    _eps = field_validator("eps", mode="before")(parse_eps)
-
-    @field_validator("norm")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return NORMS.check(v)
-
-    @model_validator(mode="after")
-    def _radius(self) -> FinetuneAttack:
-        if (self.attack.name == "stadv") != (self.eps == 0):
-            raise ValueError("eps must be 0 for stadv (it has no ball) and > 0 for the others")
-        return self
-
-
-class FinetuneLandscape(Strict):
-    """Filter-normalized 1D curve and 2D surface of the clean training loss (landscape_run)."""
-
-    alpha: PositiveFloat
-    points_1d: Annotated[int, Field(ge=3)]
-    points_2d: Annotated[int, Field(ge=3)]
-    direction_seed: int
-    include_bias: bool
-    n_train: PositiveInt
-
-    _odd = field_validator("points_1d")(odd_points)
-
-
-class FinetuneConfig(Strict):
-    """Xu, Yap & Prabhu (2019): the clean model `source` (a run with eps 0 on `dataset`)
-    fine-tuned on its first n_train training images plus one adversarial copy of each,
-    per attack; then accuracy under every attack, 1 - SSIM, sharpness and landscapes."""
-
-    source: str
-    dataset: DatasetName
-    n_train: PositiveInt | None
-    attacks: dict[str, FinetuneAttack] = Field(min_length=1)
-    train: TrainConfig
-    n_test: PositiveInt  # the evaluation matrix and 1 - SSIM: first n test images
-    batch_size: PositiveInt
-    hessian: HessianConfig
-    landscape: FinetuneLandscape
-
-    @field_validator("attacks")
-    @classmethod
-    def _keys(cls, v: dict) -> dict:
-        for key in v:
-            if not TAG.match(key) or key == "clean":
-                raise ValueError(f"{key!r}: a key is lower-case letters, digits and _, not clean")
         return v

@@ -24,7 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from advland.core.errors import DataError
-from advland.report.data import Inputs, read_json
+from advland.metrics import read_metrics
+from advland.metrics.collapse import CollapseMetrics
+from advland.metrics.smoothness import SmoothnessMetrics
+from advland.metrics.toy import ToyMetrics
+from advland.report.data import Inputs
 from advland.report.figures import plt, save
 from advland.report.stats import NotRun, Study, Verdict
 
@@ -90,7 +94,8 @@ def collapse_figure(table: pd.DataFrame, summary: dict, out: Path) -> Path:
 
 
 def liu(s: Study, dataset: str, inputs: Inputs) -> None:
-    summary = read_json(inputs.metrics / "companion" / "collapse" / f"{dataset}.json")
+    path = inputs.metrics / "companion" / "collapse" / f"{dataset}.json"
+    summary = read_metrics(path, CollapseMetrics).model_dump()
     table = read_csv(inputs.companion / "collapse" / f"{dataset}.csv")
     rows = []
     for case, title in CASES.items():
@@ -160,7 +165,8 @@ def smoothness_figure(table: pd.DataFrame, out: Path) -> Path:
 
 
 def kanai_smooth(s: Study, dataset: str, inputs: Inputs) -> None:
-    summary = read_json(inputs.metrics / "companion" / "smoothness" / f"{dataset}.json")
+    path = inputs.metrics / "companion" / "smoothness" / f"{dataset}.json"
+    summary = read_metrics(path, SmoothnessMetrics).model_dump()
     table = read_csv(inputs.companion / "smoothness" / f"{dataset}.csv")
     l2 = [summary["l2"][p]["growth"] for p in ("trained", "sign_change")]
     linf = summary["linf"]["sign_change"]["growth"]
@@ -225,7 +231,7 @@ def toy_figure(toy: pd.DataFrame, column: str, out: Path, title: str) -> Path:
 
 
 def kanai_entropy(s: Study, inputs: Inputs) -> None:
-    checks = read_json(inputs.metrics / "companion" / "toy.json")
+    checks = read_metrics(inputs.metrics / "companion" / "toy.json", ToyMetrics).model_dump()
     jumps = pd.DataFrame(checks["jumps"])
     linf = jumps[jumps.loss == "linf"]
     ok = bool((linf.jump_loss >= JUMP_MIN).all() and (jumps.jump_smoothed <= SMOOTH_MAX).all())

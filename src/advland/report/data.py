@@ -1,8 +1,9 @@
 """The report's inputs: metrics of every stage and seed, landscapes, and other files.
 
 `metrics/<stage>/<run_id>.json` holds {"n_seeds", "seeds": {seed: metrics},
-"mean": metrics, "ci95": metrics (with >= 2 seeds), "seconds"}. A file that is
-missing, corrupt or in another layout raises DataError naming it. Seeds whose training
+"mean": metrics, "ci95": metrics (with >= 2 seeds), "seconds"}, read through its
+stage's schema (advland.metrics): a file that is missing, corrupt, or lacks or renames
+a metric raises MetricsError naming the file and the key. Seeds whose training
 failed (status "failed" in metrics/train) are left out of every mean and verdict and
 listed by `failures`.
 """
@@ -19,8 +20,20 @@ import yaml
 from advland.aggregate import summarize
 from advland.core.config import Run
 from advland.core.errors import DataError
+from advland.core.perturb import PERTURBATIONS
+from advland.metrics import Seeds, read_metrics
+from advland.metrics.evaluate import EvaluateMetrics
+from advland.metrics.hessian import HessianMetrics
+from advland.metrics.landscape import LandscapeMetrics
+from advland.metrics.train import TrainMetrics
 
-STAGES = ("train", "evaluate", "hessian", "landscape")
+SCHEMAS: dict[str, type[Seeds]] = {
+    "train": TrainMetrics,
+    "evaluate": EvaluateMetrics,
+    "hessian": HessianMetrics,
+    "landscape": LandscapeMetrics,
+}
+STAGES = tuple(SCHEMAS)
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,14 @@ def read_yaml(path: Path) -> dict:
     return read_mapping(path, yaml.safe_load, "YAML")
 
 
-def read_stage_metrics(metrics_dir: Path, stage: str, run_id: str) -> dict:
-    path = Path(metrics_dir) / stage / f"{run_id}.json"
-    metrics = read_json(path)
-    if not {"n_seeds", "seeds", "mean"} <= set(metrics):
-        raise DataError(f"{path}: not the per-seed layout (n_seeds, seeds, mean); re-run its stage")
-    return metrics
+def read_stage_metrics(metrics_dir: Path, stage: str, run: Run) -> dict:
+    """metrics/<stage>/<run_id>.json, validated by the stage's schema, as a mapping."""
+    context = {
+        "linear": run.model in LINEAR_MODELS,
+        "adversarial": PERTURBATIONS[run.noise].moves_with_weights,
+    }
+    path = Path(metrics_dir) / stage / f"{run.run_id}.json"
+    return read_metrics(path, SCHEMAS[stage], context).model_dump()
 
 
 def run_fields(run: Run) -> dict:
@@ -82,9 +97,9 @@ def run_fields(run: Run) -> dict:
     }
 
 
-def run_metrics(metrics_dir: Path, run_id: str) -> dict[str, dict]:
+def run_metrics(metrics_dir: Path, run: Run) -> dict[str, dict]:
     """{stage: metrics} of one run, each file read once."""
-    return {stage: read_stage_metrics(metrics_dir, stage, run_id) for stage in STAGES}
+    return {stage: read_stage_metrics(metrics_dir, stage, run) for stage in STAGES}
 
 
 def failed_seeds(train: dict) -> dict[int, str]:
@@ -100,8 +115,8 @@ def failures(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     """One row per failed seed: run_id, seed, reason."""
     rows = [
         {"run_id": run_id, "seed": seed, "reason": reason}
-        for run_id in runs
-        for seed, reason in failed_seeds(read_stage_metrics(metrics_dir, "train", run_id)).items()
+        for run_id, run in runs.items()
+        for seed, reason in failed_seeds(read_stage_metrics(metrics_dir, "train", run)).items()
     ]
     return pd.DataFrame(rows, columns=["run_id", "seed", "reason"])
 
@@ -112,7 +127,7 @@ def collect(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     `<stage>_seconds`."""
     rows = []
     for run in runs.values():
-        metrics = run_metrics(metrics_dir, run.run_id)
+        metrics = run_metrics(metrics_dir, run)
         failed = failed_seeds(metrics["train"])
         if len(failed) == metrics["train"]["n_seeds"]:
             continue
@@ -135,7 +150,7 @@ def collect_seeds(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
     metrics."""
     rows: dict[tuple[str, int], dict] = {}
     for run in runs.values():
-        metrics = run_metrics(metrics_dir, run.run_id)
+        metrics = run_metrics(metrics_dir, run)
         failed = failed_seeds(metrics["train"])
         for m in metrics.values():
             for seed, values in m["seeds"].items():

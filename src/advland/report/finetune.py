@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
+from advland.metrics import read_metrics
+from advland.metrics.finetune import CLEAN, FinetuneEvalMetrics
 from advland.report import figures as figs
-from advland.report.data import Inputs, read_json, read_landscape
+from advland.report.data import Inputs, read_landscape
 from advland.report.stats import CLAIMS, RHO_MIN, NotRun, Study, decide, spearman
 
-CLEAN = "clean"
 ORDER = ("fgsm", "pgd", "stadv")  # the paper's sharpness ordering, sharpest first
 PAPER_KEY = "xu2019"
 CRITERIA = [
@@ -207,7 +208,8 @@ def study(runs: pd.DataFrame, per_seed: pd.DataFrame, inputs: Inputs) -> Study:
         s.not_run.append(NotRun("finetune_sharper", "fine-tuning", reason))
         return s
     attacks = list(cfg["attacks"])
-    metrics = read_json(inputs.metrics / "finetune" / "eval.json")
+    path = inputs.metrics / "finetune" / "eval.json"
+    metrics = read_metrics(path, FinetuneEvalMetrics, {"attacks": attacks}).model_dump()
     paper = inputs.paper.get(PAPER_KEY, {})
     mean_rows, seed_rows = frames(metrics, attacks)
     verdicts(s, mean_rows, seed_rows, attacks)
