@@ -190,14 +190,17 @@ def test_a_bad_companion_value_is_a_one_line_error_naming_the_key(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["companion"]["toy"]["points"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = run_stage(tmp_path, "toy.py", "toy.csv", "toy.json")
+    done = run_stage(tmp_path, "toy.py", table="toy.csv", metrics="toy.json")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "companion.toy.points: Input should be greater than or equal to 5 (got 2)" in done.stderr
     assert not (tmp_path / "toy.csv").exists()
     params["companion"]["toy"]["points"] = 61
     params["companion"]["linear"]["mnist2"]["smoothness"]["points"]["l2"]["run"] = "nope"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = run_stage(tmp_path, "smoothness.py", "mnist2", "d.npz", "models", "s.csv", "s.json")
+    done = run_stage(
+        tmp_path, "smoothness.py", dataset="mnist2", data="d.npz", models="models",
+        table="s.csv", metrics="s.json",
+    )  # fmt: skip
     assert done.returncode == 2
     assert "companion.linear.mnist2.smoothness.points.l2.run: 'nope'" in done.stderr
 

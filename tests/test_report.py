@@ -524,8 +524,11 @@ def test_stage_writes_the_summary_and_names_a_missing_file(tmp_path):
     shutil.copy(REPO / "reports" / "paper_values.yaml", tmp_path / "paper.yaml")
 
     def stage(paper: str) -> subprocess.CompletedProcess:
-        args = ["metrics", "landscapes", "spectra/values", "logs/train", "data/prepared", paper]
-        args += ["reports", "summary.json", "companion"]
+        named = {"params": "params.yaml", "metrics": "metrics", "landscapes": "landscapes",
+                 "spectra": "spectra/values", "logs": "logs/train", "prepared": "data/prepared",
+                 "paper": paper, "companion": "companion", "out": "reports",
+                 "summary": "summary.json"}  # fmt: skip
+        args = [word for name, value in named.items() for word in (f"--{name}", value)]
         cmd = [sys.executable, str(REPO / "stages" / "report.py"), *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
