@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from common import ROOT, save
 
-from advland.profiles import resolve_profile
+from advland.pipeline.profiles import resolve_profile
 
 STAGES = ("train", "evaluate", "hessian", "landscape")
 

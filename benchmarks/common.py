@@ -29,7 +29,7 @@ from torch import nn
 from advland.core.config import Params, Run, load_params, parse_params
 from advland.core.models import checkpoint_path, load_model
 from advland.data import Dataset, load_prepared
-from advland.evaluate import evaluate_seeds
+from advland.measure.evaluate import evaluate_seeds
 from advland.train import train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]

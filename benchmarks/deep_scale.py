@@ -19,7 +19,7 @@ from torch.func import grad, jvp
 from advland.core.config import Run
 from advland.core.models import build_model, per_example_loss
 from advland.core.perturb import make_perturb
-from advland.hessian import flat_objective, make_hvp
+from advland.measure.hessian import flat_objective, make_hvp
 
 RUN = Run(dataset="fashion_mnist", model="cnn", norm="linf", noise="adv", eps=25.5 / 255)
 CANDIDATES = [("cnn", 8), ("cnn", 16), ("resnet18", 8)]

@@ -29,7 +29,7 @@ from common import (
     trained_model,
 )
 
-from advland.hessian import (
+from advland.measure.hessian import (
     CountingHVP,
     exact_spectrum,
     flat_objective,

@@ -1,4 +1,4 @@
-"""Landscapes of logistic regression: advland.landscape.evaluate_points, which takes all
+"""Landscapes of logistic regression: advland.measure.landscape.evaluate_points, which takes all
 weight points in one batched computation, against the obvious loop over points (one
 model per point, each split in one piece), on the same points, in both objective modes.
 
@@ -34,7 +34,11 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from advland.core.models import per_example_loss, predict
 from advland.core.perturb import Perturb, make_perturb
-from advland.landscape import evaluate_points, filter_normalized_direction, fixed_objective_inputs
+from advland.measure.landscape import (
+    evaluate_points,
+    filter_normalized_direction,
+    fixed_objective_inputs,
+)
 
 RUN = "mnist2-lr-linf-adv-76p5_255"
 

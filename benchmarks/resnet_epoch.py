@@ -25,7 +25,7 @@ from advland.core.config import parse_params
 from advland.core.models import build_model, resolve_device
 from advland.core.perturb import make_perturb
 from advland.data import Dataset, load_prepared
-from advland.profiles import resolve_profile
+from advland.pipeline.profiles import resolve_profile
 from advland.train import fit
 
 # (channels, height, width, training images, classes) of the ResNet profiles' datasets

@@ -1,10 +1,10 @@
 """collapse: Liu et al.'s collapse of adversarially trained logistic regression to w = 0,
 predicted (theory.collapse_eps) against measured, per norm and box setting."""
 
-from advland.collapse import collapse_config, collapse_study
 from advland.core.config import load_params
 from advland.data import load_prepared
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
+from advland.studies.collapse import collapse_config, collapse_study
 
 
 def main(args) -> dict:

@@ -2,7 +2,7 @@
 
 from advland.core.config import load_params
 from advland.data import load_prepared
-from advland.evaluate import evaluate_seeds
+from advland.measure.evaluate import evaluate_seeds
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 

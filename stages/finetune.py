@@ -3,8 +3,8 @@
 from advland.core.config import load_params
 from advland.core.errors import ParamsError
 from advland.data import load_prepared
-from advland.finetune import finetune_config, finetune_seeds
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
+from advland.studies.finetune import finetune_config, finetune_seeds
 
 
 def main(args) -> dict:

@@ -3,8 +3,8 @@ clean model and of every fine-tuned one."""
 
 from advland.core.config import load_params
 from advland.data import load_prepared
-from advland.finetune import evaluate_seeds, finetune_config
 from advland.pipeline.stage import IN, OUT, SCRATCH, run_stage
+from advland.studies.finetune import evaluate_seeds, finetune_config
 
 
 def main(args) -> dict:

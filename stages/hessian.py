@@ -3,7 +3,7 @@ and its spectrum (eigenvalues, top eigenvectors)."""
 
 from advland.core.config import load_params
 from advland.data import load_prepared
-from advland.hessian import hessian_seeds
+from advland.measure.hessian import hessian_seeds
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 

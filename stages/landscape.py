@@ -3,7 +3,7 @@ the Hessian's top eigenvectors, every seed of one run."""
 
 from advland.core.config import load_params
 from advland.data import load_prepared
-from advland.landscape import landscape_seeds
+from advland.measure.landscape import landscape_seeds
 from advland.pipeline.stage import IN, NAME, OUT, SCRATCH, run_stage
 
 

@@ -3,10 +3,10 @@ summary, from every run's metrics and landscapes."""
 
 from advland.core.config import load_params
 from advland.core.io import write_json
+from advland.pipeline.settings import all_settings
 from advland.pipeline.stage import IN, OUT, run_stage
 from advland.report import build_report
 from advland.report.data import read_json, read_yaml
-from advland.studies import all_settings
 
 
 def main(args) -> None:

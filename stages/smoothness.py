@@ -4,7 +4,7 @@ gradient's local Lipschitz ratio at trained logistic-regression weights."""
 from advland.core.config import load_params
 from advland.data import load_prepared
 from advland.pipeline.stage import IN, NAME, OUT, run_stage
-from advland.smoothness import smoothness_config, smoothness_study
+from advland.studies.smoothness import smoothness_config, smoothness_study
 
 
 def main(args) -> dict:

@@ -3,7 +3,7 @@ L2 and Linf adversarial) and their EntropySGD-smoothed versions."""
 
 from advland.core.config import load_params
 from advland.pipeline.stage import OUT, run_stage
-from advland.toy import toy_config, toy_study
+from advland.studies.toy import toy_config, toy_study
 
 
 def main(args) -> dict:

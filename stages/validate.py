@@ -7,8 +7,8 @@ reruns this stage alone, and only the stages whose own params changed follow it.
 """
 
 from advland.core.io import write_text
+from advland.pipeline.settings import load_all
 from advland.pipeline.stage import OUT, run_stage
-from advland.studies import load_all
 
 STAMP = "params checked by stages/validate.py\n"
 

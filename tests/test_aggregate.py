@@ -1,4 +1,4 @@
-"""advland.aggregate' t-quantile without scipy: equal to scipy's to the bit where the table
+"""advland.measure.aggregate' t-quantile without scipy: equal to scipy's to the bit where the table
 holds it (df 1..100), and within 4e-11 beyond."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import pytest
 from scipy import stats
 
-from advland.aggregate import T975, ci95_half_width, t975
+from advland.measure.aggregate import T975, ci95_half_width, t975
 
 
 def test_table_is_scipys_to_the_bit():
@@ -42,5 +42,5 @@ def test_df_below_one_is_refused():
 
 
 def test_seeds_imports_no_scipy():
-    code = "import sys, advland.aggregate; sys.exit('scipy' in sys.modules)"
+    code = "import sys, advland.measure.aggregate; sys.exit('scipy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

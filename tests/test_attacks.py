@@ -17,7 +17,7 @@ from advland.core.models import (
 )
 from advland.core.noise import random_noise
 from advland.core.norms import NORMS, flat_norm
-from advland.landscape import StackedLogisticRegression
+from advland.measure.landscape import StackedLogisticRegression
 
 
 def trained_linear(d: int = 20, n: int = 200, seed: int = 0):

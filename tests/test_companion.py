@@ -10,16 +10,16 @@ import yaml
 from conftest import REPO
 from test_hardening import run_stage
 
-from advland.collapse import CollapseConfig, collapse_study
 from advland.data import Dataset
-from advland.smoothness import OBJECTIVES, SmoothnessConfig, ratios, sign_change_point
-from advland.theory import (
+from advland.measure.theory import (
     collapse_eps,
     l2_adversarial_hessian,
     l2_adversarial_loss,
     linf_adversarial_loss,
 )
-from advland.toy import (
+from advland.studies.collapse import CollapseConfig, collapse_study
+from advland.studies.smoothness import OBJECTIVES, SmoothnessConfig, ratios, sign_change_point
+from advland.studies.toy import (
     ToyConfig,
     attacked_loss,
     jumps,
@@ -210,7 +210,7 @@ def test_smoothness_config_names_every_objective():
 
 
 def test_search_doubles_until_a_collapse_then_bisects(monkeypatch):
-    import advland.collapse as collapse
+    import advland.studies.collapse as collapse
 
     def fake(data, norm, eps, box, cfg):  # collapses from eps = 3.3 on
         return {"eps": eps, "collapsed": eps >= 3.3}

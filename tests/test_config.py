@@ -13,8 +13,8 @@ import yaml
 
 from advland.core.config import Params, Run, load_params, parse_params
 from advland.core.errors import ParamsError
-from advland.studies import validate_all
-from advland.toy import ToyConfig
+from advland.pipeline.settings import validate_all
+from advland.studies.toy import ToyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 L2 = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv", "eps": 0.5}
@@ -171,7 +171,7 @@ def test_linf_eps_in_255ths_and_family():
 
 
 def test_cli_prints_entries_that_parse_back(capsys):
-    from advland.cli import main
+    from advland.pipeline.cli import main
 
     assert main(["runs", "mnist2", "lr", "linf", "adv,rand", "0,8/255", "--tag", "awp"]) == 0
     entries = yaml.safe_load(capsys.readouterr().out)
@@ -244,7 +244,12 @@ def test_core_imports_no_study():
     """Editing a study's settings re-runs only that study's stages: core does not import it."""
     code = "import sys, advland.core.config; print(sorted(sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    studies = {"advland.collapse", "advland.smoothness", "advland.toy", "advland.finetune"}
+    studies = {
+        "advland.studies.collapse",
+        "advland.studies.smoothness",
+        "advland.studies.toy",
+        "advland.studies.finetune",
+    }
     assert not studies & set(done.stdout.strip("[]\n").replace("'", "").split(", "))
 
 

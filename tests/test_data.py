@@ -19,7 +19,7 @@ from conftest import make_cifar, make_idx_dataset, make_svhn, write_mnist_pickle
 from advland import sources
 from advland.core.datasets import BINARY_DATASETS, DATASETS, BinaryName, DatasetName
 from advland.data import load_prepared, prepare, select_classes
-from advland.profiles import render, resolve_profile
+from advland.pipeline.profiles import render, resolve_profile
 from advland.sources import DataSourceError
 
 

@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 from test_pipeline import dvc, make_repo
 
-from advland.profiles import resolve_profile
+from advland.pipeline.profiles import resolve_profile
 
 STAGES = (
     "validate", "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
@@ -199,6 +199,8 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
         path.write_text(text + "\n\ndef _edited() -> None:\n    pass\n")
         assert changed_stages(repo) == stages_using(module, users, runs, attacks), module
         path.write_text(text)
+    toy = stages_using("src/advland/studies/toy.py", users, runs, attacks)
+    assert toy == {"validate", "toy", "report"}  # a study's settings: its stage, not all 190
     warm = repo / "src/advland/pipeline/warm.py"  # the launcher changes no result
     warm.write_text(warm.read_text() + "\n")
     assert changed_stages(repo) == set()

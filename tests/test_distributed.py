@@ -15,7 +15,7 @@ from conftest import REPO, make_idx_dataset
 
 from advland.core.io import load_checkpoint
 from advland.data import prepare
-from advland.profiles import resolve_profile
+from advland.pipeline.profiles import resolve_profile
 
 RUN = "mnist2-lr-l2-adv-0p5"
 

@@ -1,4 +1,4 @@
-"""stAdv, SSIM and the adversarial fine-tuning study (advland.finetune)."""
+"""stAdv, SSIM and the adversarial fine-tuning study (advland.studies.finetune)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from conftest import REPO
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from advland.aggregate import summarize
 from advland.core.attacks import (
     FLOW_EPS,
     fgsm,
@@ -29,17 +28,18 @@ from advland.core.models import build_model, load_model
 from advland.core.perturb import ATTACKS
 from advland.core.sections import AttackConfig
 from advland.data import Dataset
-from advland.evaluate import accuracy
-from advland.finetune import (
+from advland.measure.aggregate import summarize
+from advland.measure.evaluate import accuracy
+from advland.pipeline.settings import validate_all
+from advland.report.data import Inputs
+from advland.report.finetune import ordered, study, tracks_ssim
+from advland.studies.finetune import (
     FinetuneAttack,
     FinetuneConfig,
     evaluate_seeds,
     finetune_seeds,
     ssim_loss,
 )
-from advland.report.data import Inputs
-from advland.report.finetune import ordered, study, tracks_ssim
-from advland.studies import validate_all
 
 
 def test_zero_flow_is_the_identity():

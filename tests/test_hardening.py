@@ -18,7 +18,7 @@ from conftest import REPO
 from test_pipeline import dvc, make_repo
 
 from advland.core.io import load_checkpoint
-from advland.profiles import resolve_profile
+from advland.pipeline.profiles import resolve_profile
 
 pytestmark = pytest.mark.slow
 RUN = "mnist2-lr-l2-adv-0p5"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advland import theory
-from advland.hessian import (
+from advland.measure import theory
+from advland.measure.hessian import (
     CountingHVP,
     dense_hessian,
     exact_spectrum,
@@ -162,7 +162,7 @@ def test_saved_lr_spectrum_is_eigvalsh_of_the_dense_autograd_hessian(tmp_path):
 
     from advland.core.config import Run
     from advland.core.sections import HessianConfig
-    from advland.hessian import save_spectra, sharpness_run
+    from advland.measure.hessian import save_spectra, sharpness_run
 
     model, x, y = lr_problem()
     run = Run(dataset="mnist2", model="lr", norm="l2", noise="rand", eps=0.0)

@@ -9,8 +9,8 @@ import torch
 from advland.core.attacks import pgd
 from advland.core.models import LogisticRegression, ResNet18, per_example_loss
 from advland.core.norms import flat_norm
-from advland.hessian import dense_hessian, flat_objective, top_eigenvectors
-from advland.landscape import (
+from advland.measure.hessian import dense_hessian, flat_objective, top_eigenvectors
+from advland.measure.landscape import (
     StackedLogisticRegression,
     curve_1d,
     curve_summary,

@@ -17,7 +17,7 @@ import torchvision.datasets as tv
 import yaml
 from conftest import REPO, make_idx_dataset
 
-from advland.profiles import render, resolve_profile
+from advland.pipeline.profiles import render, resolve_profile
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,17 @@ import pytest
 import yaml
 from conftest import REPO
 
-from advland.cli import main
 from advland.core.config import load_params, parse_params
 from advland.core.errors import ParamsError
-from advland.profiles import DELETE, HEADER, Replace, apply_profile, overlay, resolve_profile
+from advland.pipeline.cli import main
+from advland.pipeline.profiles import (
+    DELETE,
+    HEADER,
+    Replace,
+    apply_profile,
+    overlay,
+    resolve_profile,
+)
 
 PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]

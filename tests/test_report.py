@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from advland.aggregate import ci95_half_width, summarize
 from advland.core.config import Run, load_params
+from advland.measure.aggregate import ci95_half_width, summarize
 from advland.metrics import MetricsError
 from advland.report import build_report
 from advland.report.data import collect, collect_seeds
@@ -23,7 +23,7 @@ from advland.report.deep_nets import claim3
 from advland.report.main_paper import claim1, claim2
 from advland.report.render import Document
 from advland.report.stats import linear_fit, spearman
-from advland.toy import ToyConfig, toy_study
+from advland.studies.toy import ToyConfig, toy_study
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]

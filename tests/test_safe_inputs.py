@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from advland.cli import main
 from advland.core.config import load_params, parse_run
 from advland.core.errors import CheckpointError, OutputError, ParamsError
 from advland.core.io import (
@@ -26,7 +25,8 @@ from advland.core.io import (
     save_checkpoint,
     write_json,
 )
-from advland.landscape import load_eigenvectors
+from advland.measure.landscape import load_eigenvectors
+from advland.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 LOADERS = {"checkpoint": load_checkpoint, "eigenvectors": load_eigenvectors}

@@ -18,7 +18,7 @@ from advland.core.optim import learning_rate
 from advland.core.perturb import make_perturb
 from advland.core.sections import AttackConfig, NoiseConfig, NormAttack
 from advland.data import load_prepared, prepare
-from advland.evaluate import evaluate_run
+from advland.measure.evaluate import evaluate_run
 from advland.train import Hook, fit, plateau_change, train_run, train_seeds
 
 CFG = train_config()

@@ -40,9 +40,9 @@ from advland.core.perturb import Perturb, make_perturb
 from advland.core.rng import rng, seed_global
 from advland.core.sections import NoiseConfig, NormAttack, TrainConfig
 from advland.data import Dataset
-from advland.evaluate import accuracy, objective_value
+from advland.measure.evaluate import accuracy, objective_value
+from advland.measure.perseed import over_seeds
 from advland.metrics.train import TrainMetrics
-from advland.perseed import over_seeds
 from advland.remedies import remedy_hooks
 
 log = logging.getLogger(__name__)

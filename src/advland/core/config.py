@@ -5,7 +5,7 @@ Stages call `load_params`, which returns validated, typed settings or raises
 gets plain values and never reads params.yaml. The sections' classes are in
 `advland.core.sections`; here are the runs, `Params`, and the checks across sections.
 The studies' sections (`companion`, `finetune`) stay mappings here: each study reads
-its own with its own schema (`Params.section`), and advland.studies checks them all.
+its own with its own schema (`Params.section`), and advland.pipeline.settings checks them all.
 
 `runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
 rand: uniform noise), eps (a number, or "K/255") and an optional tag: a remedy from
@@ -137,8 +137,8 @@ class Params(Strict):
     evaluate: dict[DatasetName, dict[str, EvaluateConfig]]  # per dataset, per model
     hessian: dict[DatasetName, dict[str, HessianConfig]]
     landscape: dict[DatasetName, dict[str, LandscapeConfig]]
-    companion: dict  # the companion studies' settings (advland.studies)
-    finetune: dict | None = None  # the fine-tuning study's settings (advland.finetune)
+    companion: dict  # the companion studies' settings (advland.pipeline.settings)
+    finetune: dict | None = None  # the fine-tuning study's settings (advland.studies.finetune)
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""

@@ -4,8 +4,8 @@ or sub-section.
 Every class forbids unknown keys and is frozen (`Strict`); named choices are checked
 against their registries (attacks, optimizers, norms). `advland.core.config` assembles
 them into `Params`, checks what spans sections, and reads the file. The companion
-studies' and the fine-tuning study's settings live beside each study (advland.collapse,
-smoothness, toy, finetune) and are checked together by advland.studies.
+studies' and the fine-tuning study's settings live beside each study (advland.studies.collapse,
+smoothness, toy, finetune) and are checked together by advland.pipeline.settings.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ SeedT = TypeVar("SeedT", bound=Metrics)
 
 
 class Seeds(Metrics, Generic[SeedT]):
-    """A run's metrics over its seeds (advland.aggregate.summarize): every seed's own
+    """A run's metrics over its seeds (advland.measure.aggregate.summarize): every seed's own
     metrics, their mean over the seeds, the 95% CI half-width (with >= 2 seeds) and
     the stage's wall time in seconds (added by the stage harness)."""
 

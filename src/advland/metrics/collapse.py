@@ -1,4 +1,4 @@
-"""metrics/companion/collapse/<dataset>.json: the collapse study (advland.collapse)."""
+"""metrics/companion/collapse/<dataset>.json: the collapse study (advland.studies.collapse)."""
 
 from __future__ import annotations
 

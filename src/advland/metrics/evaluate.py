@@ -1,4 +1,4 @@
-"""metrics/evaluate/<run_id>.json: one run's accuracies, per seed (advland.evaluate).
+"""metrics/evaluate/<run_id>.json: one run's accuracies, per seed (advland.measure.evaluate).
 
 Accuracies are in %, gaps |train - test| in percentage points."""
 

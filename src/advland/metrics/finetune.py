@@ -1,5 +1,5 @@
 """metrics/finetune/<attack>.json and metrics/finetune/eval.json: the fine-tuning study
-(advland.finetune). Accuracies are in %, 1 - SSIM in [0, 2]."""
+(advland.studies.finetune). Accuracies are in %, 1 - SSIM in [0, 2]."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""metrics/hessian/<run_id>.json: one run's sharpness, per seed (advland.hessian).
+"""metrics/hessian/<run_id>.json: one run's sharpness, per seed (advland.measure.hessian).
 
 Eigenvalues are of the Hessian of the training objective at the final weights, with
 the inputs fixed at the run's perturbation; `<i>` numbers the top-k, largest first."""

@@ -1,4 +1,4 @@
-"""metrics/landscape/<run_id>.json: one run's 1D loss curves, per seed (advland.landscape).
+"""metrics/landscape/<run_id>.json: one run's 1D loss curves, per seed (advland.measure.landscape).
 
 Along a filter-normalized random direction, and (eigen_*) along the Hessian's top
 eigenvector when the run has eigen landscapes."""

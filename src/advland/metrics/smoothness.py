@@ -1,4 +1,4 @@
-"""metrics/companion/smoothness/<dataset>.json: the smoothness study (advland.smoothness)."""
+"""metrics/companion/smoothness/<dataset>.json: the smoothness study (advland.studies.smoothness)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""metrics/companion/toy.json: the toy surfaces (advland.toy)."""
+"""metrics/companion/toy.json: the toy surfaces (advland.studies.toy)."""
 
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from advland.aggregate import summarize
 from advland.core.config import Run
 from advland.core.errors import DataError
 from advland.core.perturb import PERTURBATIONS
+from advland.measure.aggregate import summarize
 from advland.metrics import Seeds, read_metrics
 from advland.metrics.evaluate import EvaluateMetrics
 from advland.metrics.hessian import HessianMetrics

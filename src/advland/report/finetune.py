@@ -1,6 +1,6 @@
 """Adversarial fine-tuning (Xu, Yap & Prabhu 2019): the accuracy matrix (their Table 1),
 1 - SSIM (their Table 2), sharpness and 2D / 3D landscapes of the clean model and of each
-fine-tuned one (advland.finetune; metrics/finetune/eval.json, landscapes/finetune/).
+fine-tuned one (advland.studies.finetune; metrics/finetune/eval.json, landscapes/finetune/).
 
 The criteria are fixed here, before any number is seen:
 - finetune_sharper: per attack, the fine-tuned model's lambda1 exceeds the clean model's

@@ -27,9 +27,9 @@ from advland.core.perturb import Perturb
 from advland.core.rng import rng, seed_global
 from advland.core.sections import AttackConfig, Strict, TrainConfig
 from advland.data import Dataset
-from advland.evaluate import accuracy
+from advland.measure.evaluate import accuracy
+from advland.measure.theory import collapse_eps
 from advland.metrics.collapse import CollapseMetrics
-from advland.theory import collapse_eps
 from advland.train import fit
 
 log = logging.getLogger(__name__)

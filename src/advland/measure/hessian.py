@@ -20,7 +20,7 @@ Backends:
 Besides the metrics, each run's spectrum is written (Liu et al. 2020 plot the top 20
 eigenvalues): `spectrum_k` eigenvalues per seed (exact: every one of the dense Hessian
 with `all`; Lanczos: Ritz values with their residuals), and the top EIGENVECTORS
-eigenvectors, unit norm, for the landscapes along them (advland.landscape).
+eigenvectors, unit norm, for the landscapes along them (advland.measure.landscape).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from advland import theory
 from advland.core.io import atomic_outputs, pt_bytes
 from advland.core.models import checkpoint_path, is_linear, load_model, per_example_loss
 from advland.core.perturb import PERTURBATIONS, make_perturb
 from advland.core.rng import rng, seed_global
+from advland.measure import theory
+from advland.measure.perseed import over_seeds
 from advland.metrics.hessian import HessianMetrics
-from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 HVP = Callable[[torch.Tensor], torch.Tensor]

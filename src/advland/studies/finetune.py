@@ -44,11 +44,11 @@ from advland.core.sections import (
     parse_eps,
 )
 from advland.data import Dataset
-from advland.evaluate import accuracy
-from advland.hessian import sharpness_run
-from advland.landscape import landscape_run, partial_path
+from advland.measure.evaluate import accuracy
+from advland.measure.hessian import sharpness_run
+from advland.measure.landscape import landscape_run, partial_path
+from advland.measure.perseed import over_seeds
 from advland.metrics.finetune import CLEAN, FinetuneEvalMetrics, FinetuneMetrics
-from advland.perseed import over_seeds
 from advland.sources import file_digest
 from advland.train import fit, weight_norm
 

@@ -50,8 +50,8 @@ from advland.core.models import (
 from advland.core.norms import NORMS
 from advland.core.perturb import PERTURBATIONS, Perturb, make_perturb
 from advland.core.rng import rng
+from advland.measure.perseed import over_seeds
 from advland.metrics.landscape import LandscapeMetrics
-from advland.perseed import over_seeds
 from advland.sources import file_digest
 
 log = logging.getLogger(__name__)

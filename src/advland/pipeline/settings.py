@@ -14,14 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from advland.collapse import collapse_config
 from advland.core.config import Params, load_params, parse_params
 from advland.core.datasets import BinaryName
 from advland.core.errors import ParamsError
 from advland.core.sections import Strict
-from advland.finetune import finetune_config
-from advland.smoothness import smoothness_config
-from advland.toy import toy_config
+from advland.studies.collapse import collapse_config
+from advland.studies.finetune import finetune_config
+from advland.studies.smoothness import smoothness_config
+from advland.studies.toy import toy_config
 
 # Where each study's settings sit in params.yaml, and the function that reads them
 # (validated, with their checks across sections); {dataset}: each key of companion.linear.

@@ -29,8 +29,8 @@ from advland.core.registry import Registry
 from advland.core.rng import rng
 from advland.core.sections import Strict, parse_eps
 from advland.data import Dataset
+from advland.measure.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss
 from advland.metrics.smoothness import SmoothnessMetrics
-from advland.theory import fixed_input_loss, l2_adversarial_loss, linf_adversarial_loss
 
 BOX = (0.0, 1.0)
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]

@@ -24,8 +24,8 @@ from advland.core.perturb import Perturb, make_perturb
 from advland.core.rng import rng
 from advland.core.sections import AttackConfig, NoiseConfig
 from advland.data import Dataset
+from advland.measure.perseed import over_seeds
 from advland.metrics.evaluate import EvaluateMetrics
-from advland.perseed import over_seeds
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import sys
 
 from advland.core.config import parse_run
 from advland.core.errors import ParamsError
-from advland.profiles import apply_profile
+from advland.pipeline.profiles import apply_profile
 
 
 def grid_entries(axes: list[str], tag: str | None) -> list[str]:

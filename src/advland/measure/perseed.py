@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from advland.aggregate import summarize
+from advland.measure.aggregate import summarize
 
 T = TypeVar("T")
 
