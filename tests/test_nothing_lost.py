@@ -143,13 +143,6 @@ def edit(repo: Path, change: Callable[[dict], None]) -> None:
     dump(repo, params)
 
 
-def replace_text(repo: Path, old: str, new: str) -> None:
-    """params.yaml with `old` replaced once by `new`, written by hand (not by a YAML dumper)."""
-    text = (repo / "params.yaml").read_text()
-    assert text.count(old) == 1, old
-    (repo / "params.yaml").write_text(text.replace(old, new))
-
-
 def replace_file(path: Path, data: bytes) -> None:
     """A new file at path (a DVC-cached output may be a link into the cache: never edit it)."""
     path.unlink()
