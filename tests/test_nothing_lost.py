@@ -30,6 +30,8 @@ import yaml
 from conftest import REPO
 from test_pipeline import make_repo
 
+from advland.pipeline.profiles import resolve_profile
+
 pytestmark = pytest.mark.slow
 
 RUN = "mnist2-lr-l2-adv-0p5"
@@ -182,7 +184,7 @@ class Payload:
 def tiny_params(path: Path) -> Path:
     """The tiny profile cut down: 2 runs (one the fine-tuning source), 1 seed, no linear
     companion (its smoothness points name runs not listed here)."""
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params = resolve_profile("tiny", REPO)
     entry = {"dataset": "mnist2", "model": "lr", "norm": "l2", "noise": "adv"}
     params["seeds"] = [0]
     params["runs"] = {SOURCE: entry | {"eps": 0}, RUN: entry | {"eps": 0.5}}
@@ -444,11 +446,6 @@ def test_ctrl_c_during_train(repo):
     assert not changed(before, hash_outputs(repo)), output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 29.3: after kill -9 of `dvc repro` the stage lives on under PID 1 and "
-    "writes its outputs (warm.py has no parent-death signal yet)",
-)
 @pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "cold"])
 def test_kill_9_of_dvc_during_train(repo, warm):
     before = hash_outputs(repo)
