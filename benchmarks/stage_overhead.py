@@ -80,7 +80,8 @@ def evaluate_workspace(folder: Path) -> list[str]:
     run = params.run(RUN)
     write_params(folder / "params.yaml", params)
     argv = stage_argv("evaluate", run)
-    data_path, models = (folder / arg for arg in argv[3:5])  # <run> <data> <models> <metrics>
+    named = dict(zip(argv[2::2], argv[3::2], strict=True))  # script --flag value ...
+    data_path, models = folder / named["--data"], folder / named["--models"]
     data = load_prepared(write_toy_mnist2(data_path, 64))
     cfg, attack, log = params.train_for(run), params.attack_for(run), folder / "log.csv"
     train_seeds(run, data, cfg, attack, params.noise, params.seeds, models, log)
@@ -163,7 +164,8 @@ def measure(
     cold, main = [], []
     for _ in range(repeats):
         cold.append(wall_time(argv, work, env))
-        main.append(json.loads((work / argv[-1]).read_text())["seconds"])
+        metrics = dict(zip(argv[2::2], argv[3::2], strict=True))["--metrics"]
+        main.append(json.loads((work / metrics).read_text())["seconds"])
     warm_argv = [sys.executable, "-m", "advland.pipeline.warm", *argv[1:]]
     with warm_server(env):
         wall_time(warm_argv, work, env)  # untimed: the server's first child

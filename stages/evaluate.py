@@ -8,7 +8,7 @@ from advland.pipeline.stage import IN, NAME, OUT, run_stage
 
 def main(args) -> dict:
     params = load_params(args.params)
-    run = params.run(args.run)
+    run = params.run(args.run_id)
     return evaluate_seeds(
         run,
         load_prepared(args.data),
@@ -22,4 +22,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, run=NAME, data=IN, models=IN, metrics=OUT)
+    run_stage(main, __doc__, run_id=NAME, data=IN, models=IN, metrics=OUT)

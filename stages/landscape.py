@@ -9,7 +9,7 @@ from advland.pipeline.stage import IN, NAME, OUT, SCRATCH, run_stage
 
 def main(args) -> dict:
     params = load_params(args.params)
-    run = params.run(args.run)
+    run = params.run(args.run_id)
     return landscape_seeds(
         run,
         load_prepared(args.data),
@@ -28,7 +28,7 @@ if __name__ == "__main__":
     run_stage(
         main,
         __doc__,
-        run=NAME,
+        run_id=NAME,
         data=IN,
         models=IN,
         vectors=IN,

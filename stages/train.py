@@ -13,7 +13,7 @@ from advland.train import train_seeds
 def main(args) -> dict:
     distributed.init_from_env()
     params = load_params(args.params)
-    run = params.run(args.run)
+    run = params.run(args.run_id)
     return train_seeds(
         run,
         load_prepared(args.data),
@@ -22,10 +22,12 @@ def main(args) -> dict:
         params.noise,
         params.seeds,
         model_dir=args.models,
-        log_csv=args.log,
+        log_csv=args.log_csv,
         resume_dir=args.resume,
     )
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, run=NAME, data=IN, models=OUT, log=OUT, metrics=OUT, resume=SCRATCH)
+    run_stage(
+        main, __doc__, run_id=NAME, data=IN, models=OUT, log_csv=OUT, metrics=OUT, resume=SCRATCH
+    )

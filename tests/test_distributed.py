@@ -43,8 +43,8 @@ def workdir(tmp_path, monkeypatch):
 
 def train(workdir, *launcher):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    args = ["--params", "params.yaml", "--run", RUN, "--data", "data/prepared/mnist2.npz",
-            "--models", f"models/{RUN}", "--log", "log.csv", "--metrics", "metrics.json",
+    args = ["--params", "params.yaml", "--run-id", RUN, "--data", "data/prepared/mnist2.npz",
+            "--models", f"models/{RUN}", "--log-csv", "log.csv", "--metrics", "metrics.json",
             "--resume", "models/.resume"]  # fmt: skip
     cmd = [*launcher, str(REPO / "stages" / "train.py"), *args]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)

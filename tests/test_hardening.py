@@ -82,7 +82,9 @@ def test_kill_9_during_train_then_repro_equals_uninterrupted(tmp_path, mnist_whe
 
 def evaluate(repo: Path) -> subprocess.CompletedProcess:
     paths = ["data/prepared/mnist2.npz", f"models/{RUN}", f"metrics/evaluate/{RUN}.json"]
-    return run_stage(repo, "evaluate.py", run=RUN, data=paths[0], models=paths[1], metrics=paths[2])
+    return run_stage(
+        repo, "evaluate.py", run_id=RUN, data=paths[0], models=paths[1], metrics=paths[2]
+    )
 
 
 def run_stage(
@@ -133,7 +135,7 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     run = "mnist2-lr-l2-adv-0"
     done = run_stage(
-        repo, "train.py", run=run, data="data.npz", models=f"models/{run}", log="l.csv",
+        repo, "train.py", run_id=run, data="data.npz", models=f"models/{run}", log_csv="l.csv",
         metrics="m.json", resume="models/.resume",
     )  # fmt: skip
     assert done.returncode == 2
@@ -144,7 +146,7 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
 def test_a_bug_keeps_its_traceback(tmp_path):
     """Only the project's own errors become one line; any other exception is a bug."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run = {"run": "mnist2-lr-l2-adv-0", "data": "d.npz", "models": "m", "metrics": "j.json"}
+    run = {"run_id": "mnist2-lr-l2-adv-0", "data": "d.npz", "models": "m", "metrics": "j.json"}
     done = run_stage(tmp_path, "evaluate.py", **run)
     assert done.returncode == 2 and "error: d.npz: not a valid prepared dataset" in done.stderr
     assert "Traceback" not in done.stderr
