@@ -6,16 +6,12 @@ touches any other output. The stamp's bytes never change: a valid edit of params
 reruns this stage alone, and only the stages whose own params changed follow it.
 """
 
-from advland.core.io import write_text
-from advland.pipeline.settings import load_all
+from advland.pipeline.settings import check
 from advland.pipeline.stage import OUT, run_stage
-
-STAMP = "params checked by stages/validate.py\n"
 
 
 def main(args) -> None:
-    load_all(args.params)
-    write_text(args.stamp, STAMP)
+    check(args.params, args.stamp)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from advland.core.config import Params, load_params, parse_params
 from advland.core.datasets import BinaryName
 from advland.core.errors import ParamsError
+from advland.core.io import write_text
 from advland.core.sections import Strict
 from advland.studies.collapse import collapse_config
 from advland.studies.finetune import finetune_config
@@ -93,6 +94,16 @@ def validate_all(raw: dict, source: str = "params.yaml") -> dict:
 def load_all(path: str | Path = "params.yaml") -> dict:
     """Read a params file and check all of it (validate_all)."""
     return _with_source(load_params(path), str(path))
+
+
+STAMP = "params checked by stages/validate.py\n"  # fixed bytes: every stage depends on them
+
+
+def check(path: Path, stamp: Path) -> None:
+    """Check the whole params file at `path` (load_all), then write `stamp`, whose bytes
+    never change: the validate stage's output, which every other stage depends on."""
+    load_all(path)
+    write_text(stamp, STAMP)
 
 
 def _with_source(params: Params, source: str) -> dict:
