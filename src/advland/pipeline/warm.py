@@ -185,6 +185,7 @@ def connect_or_start(path: Path) -> socket.socket:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                cwd="/",  # a daemon holds no client's folder; each child takes its client's
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and server.poll() is None:
