@@ -449,7 +449,7 @@ def test_ctrl_c_during_train(repo):
 @pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "cold"])
 def test_kill_9_of_dvc_during_train(repo, warm):
     before = hash_outputs(repo)
-    slow_run(repo, epochs=30)  # long enough to kill, short enough to finish if not killed
+    slow_run(repo)  # 200 epochs: still training when killed, on a fast machine too
     proc = spawn_dvc(repo, "repro", TRAIN, ADVLAND_WARM=warm)
     wait_for_training(repo, proc)
     os.kill(proc.pid, signal.SIGKILL)  # dvc alone, not its process group
