@@ -163,3 +163,15 @@ def train_config(**sections) -> TrainConfig:
 
 def lr_run(norm: str, noise: str, eps: float, dataset: str = "mnist2", **fields) -> Run:
     return Run(dataset=dataset, model="lr", norm=norm, noise=noise, eps=eps, **fields)
+
+
+class MaliciousPickle:
+    """Unpickling this runs a shell command that writes `marker`: a malicious .pt payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, MaliciousPickle
 from test_pipeline import make_repo
 
 from advland.pipeline.profiles import resolve_profile
@@ -166,16 +166,6 @@ def wait_for_training(repo: Path, proc: subprocess.Popen, timeout_s: float = 180
         assert time.monotonic() < deadline, "training never wrote a resume checkpoint"
         time.sleep(0.1)
     time.sleep(0.5)
-
-
-class Payload:
-    """Unpickling this runs `touch <marker>`: a malicious .pt file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 # ---- the built pipeline ---------------------------------------------------------------
@@ -397,7 +387,7 @@ def test_malicious_pickle_is_refused(repo, path, stage):
     marker = repo.parent / "payload-ran"
     target = repo / path
     target.unlink()
-    torch.save({"state_dict": Payload(marker)}, target)  # a real torch zip, evil inside
+    torch.save({"state_dict": MaliciousPickle(marker)}, target)  # a real torch zip, evil inside
     before = hash_outputs(repo)
     done = dvc(repo, "repro", "--single-item", stage)
     check_refused(done, path, before, hash_outputs(repo))

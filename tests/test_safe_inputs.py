@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, MaliciousPickle
 
 from advland.core.config import load_params, parse_run
 from advland.core.errors import CheckpointError, OutputError, ParamsError
@@ -28,19 +29,8 @@ from advland.core.io import (
 from advland.measure.landscape import load_eigenvectors
 from advland.pipeline.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 LOADERS = {"checkpoint": load_checkpoint, "eigenvectors": load_eigenvectors}
 BAD_EPS = ["8/0", "-0", "-0.0", "nan", "inf", "1e999", "abc", ".nan", "-.inf", "8/-255"]
-
-
-class Evil:
-    """Unpickling this runs a shell command: it writes `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def one_line(err: Exception) -> str:
@@ -55,7 +45,7 @@ def one_line(err: Exception) -> str:
 @pytest.mark.parametrize("kind", LOADERS)
 def test_malicious_pickle_is_refused_and_never_run(tmp_path, kind):
     marker, path = tmp_path / "pwned", tmp_path / f"{kind}.pt"
-    torch.save({"state_dict": {}, 0: torch.zeros(2), "x": Evil(marker)}, path)
+    torch.save({"state_dict": {}, 0: torch.zeros(2), "x": MaliciousPickle(marker)}, path)
     with pytest.raises(CheckpointError) as caught:
         LOADERS[kind](path)
     message = one_line(caught.value)
