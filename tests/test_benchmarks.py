@@ -127,3 +127,11 @@ def test_stage_overhead(tmp_path, env):
         assert imports["top_cumulative_s"] and case["torch_import_s"] > 0
         assert case["first_sgd_step"]["first_s"] > 0 and case["first_sgd_step"]["second_s"] > 0
         assert case["dvc_noop_repro_s"]["1"] > 0
+
+
+def test_flatness_cost(tmp_path, env):
+    r = result(tmp_path, run_tiny(tmp_path, env, "flatness_cost.py"))
+    (row,) = r["rows"]
+    assert set(row["measure_s"]) == {"adaptive_hessian", "average", "worst", "robust_flatness"}
+    assert all(s > 0 for s in row["measure_s"].values()) and row["suite_s"] > 0
+    assert row["hvps"]["pyhessian_top1_plain"] >= 2

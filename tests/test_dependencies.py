@@ -17,8 +17,8 @@ from test_pipeline import dvc, make_repo
 from advland.pipeline.profiles import resolve_profile
 
 STAGES = (
-    "validate", "prepare", "train", "evaluate", "hessian", "landscape", "collapse", "smoothness", "toy",
-    "finetune", "finetune_eval", "report",
+    "validate", "prepare", "train", "evaluate", "hessian", "landscape", "flatness", "collapse",
+    "smoothness", "toy", "finetune", "finetune_eval", "report",
 )  # fmt: skip
 
 
@@ -69,6 +69,7 @@ LR_RUNS = {
                                   "noise": "rand", "eps": "8/255"},
 }  # fmt: skip
 NET_RUN = "fashion_mnist-resnet18-linf-adv-8_255"
+PER_RUN = ("train", "evaluate", "hessian", "landscape", "flatness")
 
 
 def mixed_params(tmp_path: Path) -> Path:
@@ -80,7 +81,7 @@ def mixed_params(tmp_path: Path) -> Path:
         NET_RUN: {"dataset": "fashion_mnist", "model": "resnet18", "norm": "linf",
                   "noise": "adv", "eps": "8/255"}
     }  # fmt: skip
-    for section in ("train", "evaluate", "hessian", "landscape"):
+    for section in ("train", "evaluate", "hessian", "landscape", "flatness"):
         params[section]["fashion_mnist"] = {"resnet18": smoke[section]["mnist"]["resnet18"]}
     params["attack"]["fashion_mnist"] = copy.deepcopy(smoke["attack"]["mnist"])
     params["attack"]["mnist2"]["linf"] = copy.deepcopy(smoke["attack"]["mnist"]["linf"])
@@ -103,7 +104,7 @@ def fake_outputs(repo: Path) -> None:
         files += [f"models/{run}/seed0.pt", f"logs/train/{run}.csv"]
         files += [f"landscapes/{k}/{run}.csv" for k in ("1d", "2d", "eigen1d", "eigen2d")]
         files += [f"spectra/values/{run}.csv", f"spectra/vectors/{run}.pt"]
-        files += [f"metrics/{s}/{run}.json" for s in ("train", "evaluate", "hessian", "landscape")]
+        files += [f"metrics/{s}/{run}.json" for s in PER_RUN]
     ft = params["finetune"]
     files += [f"models/{ft['source']}/seed0.pt", "metrics/finetune/eval.json"]
     files += [f"landscapes/finetune/{k}.csv" for k in ("1d", "2d")]
@@ -131,9 +132,6 @@ def edit_yaml(repo: Path, edit) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-PER_RUN = ("train", "evaluate", "hessian", "landscape")
-
-
 def per_run(runs, *stages: str) -> set[str]:
     """DVC's names of the per-run stages, which live in stages/<stage>/dvc.yaml."""
     return {f"stages/{s}/dvc.yaml:{s}@{r}" for r in runs for s in stages}
@@ -146,14 +144,16 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
     dvc(repo, "commit", "--force", "--quiet")
     assert changed_stages(repo) == set()
     original = (repo / "params.yaml").read_text()
-    downstream = ("train", "evaluate", "hessian", "landscape")
+    downstream = PER_RUN
 
     edit_yaml(repo, lambda p: p["train"]["fashion_mnist"]["resnet18"].__setitem__("epochs", 7))
     assert changed_stages(repo) == per_run([NET_RUN], *downstream) | {"validate", "report"}
     (repo / "params.yaml").write_text(original)
 
     edit_yaml(repo, lambda p: p["attack"]["fashion_mnist"]["linf"]["train"].__setitem__("steps", 9))
-    assert changed_stages(repo) == per_run([NET_RUN], "train", "evaluate", "hessian") | {
+    assert changed_stages(repo) == per_run(
+        [NET_RUN], "train", "evaluate", "hessian", "flatness"
+    ) | {
         "validate",
         "report",
     }
@@ -174,6 +174,7 @@ def test_dvc_status_reruns_exactly_what_a_change_touches(tmp_path):
         ("evaluate", "n_train"),
         ("hessian", "n_samples"),
         ("landscape", "n_train"),
+        ("flatness", "n_train"),
     ):
         edit_yaml(
             repo, lambda p, s=section, k=key: p[s]["fashion_mnist"]["resnet18"].update({k: 9})
@@ -234,7 +235,7 @@ REMEDY_RUN = LR_RUNS["mnist2-lr-l2-adv-0p5"] | {"tag": "awp", "train": {"awp": {
 @pytest.mark.slow
 def test_a_run_with_train_overrides_reruns_exactly_its_stages(tmp_path):
     """A remedy run added by a params edit (as `dvc exp run -S '+runs={<id>: ...}'` does)
-    adds exactly its four stages; changing its overrides reruns exactly those."""
+    adds exactly its five stages; changing its overrides reruns exactly those."""
     repo = make_repo(tmp_path, mixed_params(tmp_path))
     fake_outputs(repo)
     dvc(repo, "commit", "--force", "--quiet")

@@ -94,7 +94,7 @@ def test_dvc_repro_tiny_profile_end_to_end(tmp_path, mnist_wheel):
             "seed0.pt",
             "seed1.pt",
         ]
-        for stage in ("train", "evaluate", "hessian", "landscape"):
+        for stage in ("train", "evaluate", "hessian", "landscape", "flatness"):
             metrics = json.loads((repo / "metrics" / stage / f"{run_id}.json").read_text())
             assert metrics["n_seeds"] == 2 and set(metrics["seeds"]) == {"0", "1"}
             assert all(isinstance(v, (int, float)) for v in metrics["mean"].values()), stage

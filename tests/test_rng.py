@@ -15,6 +15,7 @@ OFFSETS = {  # the contract (core/rng.py): a changed offset changes results
     "hessian": 3,
     "landscape": 4,
     "select": 5,
+    "flatness": 6,
     "finetune_make": 7,
     "finetune_eval": 8,
     "directions": 0,

@@ -4,7 +4,7 @@ Stages call `load_params`, which returns validated, typed settings or raises
 `ParamsError` naming the key, the value and what is allowed; the rest of the library
 gets plain values and never reads params.yaml. The sections' classes are in
 `advland.core.sections`; here are the runs, `Params`, and the checks across sections.
-The studies' sections (`companion`, `finetune`) stay mappings here: each study reads
+The studies' sections (`companion`, `finetune`, `flatness`) stay mappings here: each study reads
 its own with its own schema (`Params.section`), and advland.pipeline.settings checks them all.
 
 `runs` maps a run id to its fields: dataset, model, norm, noise (adv: PGD training,
@@ -139,6 +139,7 @@ class Params(Strict):
     landscape: dict[DatasetName, dict[str, LandscapeConfig]]
     companion: dict  # the companion studies' settings (advland.pipeline.settings)
     finetune: dict | None = None  # the fine-tuning study's settings (advland.studies.finetune)
+    flatness: dict | None = None  # per dataset, per model (advland.measure.flatness)
 
     def run(self, run_id: str) -> Run:
         """The fields of a run id listed in `runs`."""

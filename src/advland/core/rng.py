@@ -37,6 +37,7 @@ STREAMS: dict[str, Stream] = {
     "hessian": Stream(3, "hessian: the perturbation drawn once at the final weights"),
     "landscape": Stream(4, "landscape: the objective's perturbation at every point"),
     "select": Stream(5, "train: the PGD of best-epoch selection (select.best)"),
+    "flatness": Stream(6, "flatness: the targets' attacks and each measure's draws"),
     "finetune_make": Stream(7, "finetune: the attack that makes the fine-tuning set"),
     "finetune_eval": Stream(8, "finetune_eval: the attacks of the accuracy matrix"),
     # from a study's own seed

@@ -19,6 +19,7 @@ from advland.core.datasets import BinaryName
 from advland.core.errors import ParamsError
 from advland.core.io import write_text
 from advland.core.sections import Strict
+from advland.measure.flatness import flatness_settings
 from advland.studies.collapse import collapse_config
 from advland.studies.finetune import finetune_config
 from advland.studies.smoothness import smoothness_config
@@ -31,6 +32,7 @@ STUDIES: dict[str, Callable[..., BaseModel]] = {
     "companion.linear.{dataset}.smoothness": smoothness_config,
     "companion.toy": toy_config,
     "finetune": finetune_config,
+    "flatness": flatness_settings,
 }
 
 

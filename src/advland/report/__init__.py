@@ -3,7 +3,8 @@
 Everything is computed from the pipeline's metrics and landscapes. Each study states
 its own criteria (main_paper: Claims 1 and 2 on logistic regression; deep_nets:
 Claim 3, both on the untagged runs only; spectra: Liu et al.'s top-20 eigenvalues;
-remedies: tagged remedy runs against their plain runs); the report gives them in
+remedies: tagged remedy runs against their plain runs; flatness: the flatness suite,
+when metrics/flatness has files for the runs); the report gives them in
 this order: a Summary of every verdict with the
 figures that carry the story, the studies' sections, stage wall times, and, collapsed
 at the end, the set-up actually used and every parameter.
@@ -18,8 +19,8 @@ import pandas as pd
 
 from advland.core.config import Run
 from advland.core.io import atomic_outputs
-from advland.report import companion, deep_nets, finetune, main_paper, remedies, spectra
-from advland.report.data import STAGES, Inputs, collect, collect_seeds, failures
+from advland.report import companion, deep_nets, finetune, flatness, main_paper, remedies, spectra
+from advland.report.data import STAGES, Inputs, collect, collect_flatness, collect_seeds, failures
 from advland.report.render import Document
 from advland.report.stats import CLAIMS, Verdict
 from advland.report.tables import eps_label, verdict_table
@@ -141,6 +142,7 @@ def build_report(
         for study in (main_paper, deep_nets, spectra, companion, finetune)
     ]
     studies.append(remedies.study(table, per_seed, inputs))
+    studies.append(flatness.study(table, per_seed, collect_flatness(runs, metrics_dir), inputs))
     verdicts = [v for s in studies for v in s.verdicts]
     n_seeds = len(params["seeds"])
 

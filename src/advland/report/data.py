@@ -23,6 +23,7 @@ from advland.core.perturb import PERTURBATIONS
 from advland.measure.aggregate import summarize
 from advland.metrics import Seeds, read_metrics
 from advland.metrics.evaluate import EvaluateMetrics
+from advland.metrics.flatness import FlatnessMetrics
 from advland.metrics.hessian import HessianMetrics
 from advland.metrics.landscape import LandscapeMetrics
 from advland.metrics.train import TrainMetrics
@@ -160,6 +161,20 @@ def collect_seeds(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
                 row = rows.setdefault(key, run_fields(run) | {"seed": int(seed)})
                 row |= {k: v for k, v in values.items() if k not in row}
     return pd.DataFrame(list(rows.values()))
+
+
+def collect_flatness(runs: dict[str, Run], metrics_dir: Path) -> pd.DataFrame:
+    """One row per run and seed in metrics/flatness/<run_id>.json (the flatness stage's,
+    read through its schema): run_id, seed and that seed's metrics. A run without the
+    file has no rows (the report says it was not measured); failed seeds are dropped by
+    the study's join with `collect_seeds`."""
+    rows = []
+    for run_id in runs:
+        path = Path(metrics_dir) / "flatness" / f"{run_id}.json"
+        if path.is_file():
+            seeds = read_metrics(path, FlatnessMetrics).model_dump()["seeds"]
+            rows += [{"run_id": run_id, "seed": int(s)} | m for s, m in seeds.items()]
+    return pd.DataFrame(rows)
 
 
 def subjects(runs: pd.DataFrame):
