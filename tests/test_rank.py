@@ -1,5 +1,5 @@
 """Kendall's tau-b, its bootstrap CI and Jiang et al.'s granulated tau, against values
-derived by hand (and scipy.stats.kendalltau's, copied as literals)."""
+derived by hand, and against scipy.stats.kendalltau."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from advland.report.rank import bootstrap_ci, granulated_tau, kendall_tau
 
@@ -89,3 +90,13 @@ def test_granulated_tau_counts_a_constant_measure_as_zero_and_skips_missing_rows
         "mean": 0.0,
     }
     assert granulated_tau(frame, "m", "gap", ["remedy"]) == {"remedy": None, "mean": None}
+
+
+def test_kendall_tau_equals_scipys_on_random_data_with_ties():
+    rng = np.random.default_rng(1)
+    for n in (5, 17, 60):
+        a, b = rng.integers(0, 6, n), rng.normal(size=n).round(1)
+        assert kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-12)
+        rows = rng.integers(0, 4, (3, n)).astype(float)
+        expected = [stats.kendalltau(r, b).statistic for r in rows]
+        np.testing.assert_allclose(kendall_tau(rows, np.tile(b, (3, 1))), expected, atol=1e-12)

@@ -1,5 +1,7 @@
-"""Rank correlations without scipy: Kendall's tau-b, its percentile bootstrap CI, and
-the granulated tau of Jiang et al. (2019, "Fantastic generalization measures").
+"""Rank correlations: Kendall's tau-b, vectorized over bootstrap resamples (one call
+for all of them; equal to scipy.stats.kendalltau, tests/test_rank.py), its percentile
+bootstrap CI, and the granulated tau of Jiang et al. (2019, "Fantastic generalization
+measures").
 
 Two sequences are reduced to the pairs where both values are finite.
 """
