@@ -100,6 +100,30 @@ def main() -> None:
                 f"**{old / new:.1f}×**",
             )
         )
+    if regime := load("regime_candidates"):
+        peak, choice = regime["peak"], regime["choice"]
+        rows.append(
+            (
+                f"Regime-map candidates: this machine's peak, {peak['what']} timed in turns "
+                f"with the candidates' steps; a step is {regime['setting']}",
+                f"{peak['ms']:.1f} ms",
+                f"**{peak['gflops']:.0f} GFLOP/s**",
+            )
+        )
+        for r in regime["rows"]:
+            epochs = ", ".join(f"{n} images {s:.2f} s" for n, s in r["epoch_s"].items())
+            bar = choice["bar_fraction_of_peak"]
+            rows.append(
+                (
+                    f"Regime-map candidate {r['name']}: {r['architecture']}, "
+                    f"{r['parameters']} params",
+                    f"{r['step_ms']:.1f} ms per step, {r['step_flops'] / 1e9:.2f} GFLOP, "
+                    f"{r['gflops']:.1f} GFLOP/s; per epoch: {epochs}",
+                    f"**{r['fraction_of_peak']:.0%}** of peak "
+                    f"({'reaches' if r['name'] in choice['reach_bar'] else 'below'} "
+                    f"the {bar:.0%} bar)",
+                )
+            )
     if mem := load("memory"):
         worst = max(mem["rows"], key=lambda r: r["peak_rss_mb"])
         rows.append(

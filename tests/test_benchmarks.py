@@ -91,6 +91,29 @@ def test_deep_scale(tmp_path, env):
     }
 
 
+def test_regime_candidates(tmp_path, env):
+    r = result(tmp_path, run_tiny(tmp_path, env, "regime_candidates.py"))
+    peak = r["peak"]
+    assert peak["gflops"] > 0 and peak["flops"] == 2 * 512**3  # the tiny matmul, 2 n^3
+    rows = {row["name"]: row for row in r["rows"]}
+    assert set(rows) == {"cnn-w2", "mlp-w32", "mlp-w64"}
+    for row in rows.values():
+        assert 0 < row["fraction_of_peak"] < 1.5
+        assert row["gflops"] == pytest.approx(row["step_flops"] / row["step_ms"] / 1e6)
+        assert row["step_flops"] > row["forward_flops"] > 0  # 5 attack steps and a backward
+        assert list(row["epoch_s"]) == ["16", "32", "64"]
+        assert all(s > 0 for s in row["epoch_s"].values())
+    small, large = rows["mlp-w32"], rows["mlp-w64"]
+    assert large["step_flops"] > small["step_flops"] and large["parameters"] > small["parameters"]
+    # the step of the 784-W-W-10 MLP costs ~12 forwards: 5 forwards + 5 input gradients, then
+    # a forward and a weight backward (no input gradient of the first layer)
+    assert 10 < small["step_over_forward_flops"] < 14
+    assert small["parameters"] == 784 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
+    reach = [name for name, row in rows.items() if row["fraction_of_peak"] >= 0.3]
+    assert r["choice"]["reach_bar"] == reach
+    assert r["choice"]["best"] == max(rows, key=lambda name: rows[name]["fraction_of_peak"])
+
+
 def test_landscape_batching(tmp_path, env):
     r = result(tmp_path, run_tiny(tmp_path, env, "landscape_batching.py"))
     assert {(row["grid"], row["mode"]) for row in r["rows"]} == {
